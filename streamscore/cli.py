@@ -1,0 +1,103 @@
+"""The ``streamscore`` command. Components are imported inside their commands (lazily), so
+``streamscore --help`` and light commands start fast and need no heavy dependency."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from streamscore.errors import ConfigError, StreamscoreError
+
+app = typer.Typer(
+    name="streamscore",
+    help="Near-real-time ML scoring on Kafka: poll an HTTP API, clean, score, store.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="Pipeline topics.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Avro contracts in the schema registry.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(schemas_app, name="schemas")
+
+
+def settings():  # type: ignore[no-untyped-def]
+    """Validated settings, or exit 2 with the setting named (bad config stops at start)."""
+    from streamscore.log import configure_logging
+    from streamscore.settings import load_settings
+
+    try:
+        loaded = load_settings()
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(loaded.log_format, loaded.log_level)
+    return loaded
+
+
+def fail(exc: StreamscoreError, code: int = 1) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        from streamscore import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective configuration (secrets masked) and exit; exit 2 if it is invalid."""
+    s = settings()
+    typer.echo(json.dumps(s.model_dump(mode="json"), indent=2, default=str))
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the pipeline's topics from the declared table (idempotent)."""
+    from streamscore.topics import ensure_topics, pipeline_topics
+
+    s = settings()
+    try:
+        created = ensure_topics(s)
+    except StreamscoreError as exc:
+        fail(exc)
+    for spec in pipeline_topics(s):
+        state = "created" if spec.name in created else "exists"
+        typer.echo(f"{spec.name:40} partitions={spec.partitions:<3} {state}")
+
+
+@schemas_app.command("register")
+def schemas_register() -> None:
+    """Register every contract under ``<topic>-value`` with BACKWARD compatibility."""
+    from streamscore.bootstrap import register_contracts
+    from streamscore.registry import SchemaRegistry
+
+    s = settings()
+    try:
+        ids = register_contracts(s, SchemaRegistry(s.registry))
+    except StreamscoreError as exc:
+        fail(exc)
+    for subject, schema_id in ids.items():
+        typer.echo(f"{subject:45} id={schema_id}")
+
+
+# Component commands are added below, each a thin wrapper around its module.
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)

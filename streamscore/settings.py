@@ -1,0 +1,190 @@
+"""All configuration, in one tree of pydantic-settings models.
+
+Sources, highest priority first: keyword arguments, environment (``STREAMSCORE_`` prefix, ``__``
+between nested names, e.g. ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS``), a ``.env`` file, secret files
+in ``STREAMSCORE_SECRETS_DIR`` (one file per setting, named like the env variable), a TOML file
+named by ``STREAMSCORE_CONFIG``, then defaults. ``load_settings`` turns every validation failure
+into a :class:`ConfigError` that names the environment variable to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from streamscore.errors import ConfigError
+
+ENV_PREFIX = "STREAMSCORE_"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id_prefix: str = "streamscore"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    linger_ms: int = Field(default=20, ge=0, le=10_000)
+    batch_size_bytes: int = Field(default=512 * 1024, ge=1024)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    topic_partitions: int = Field(default=3, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1, le=7)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("must name at least one host:port")
+        bad = [s for s in servers if not _HOSTPORT.match(s)]
+        if bad:
+            raise ValueError(f"not host:port: {', '.join(bad)}")
+        return ",".join(servers)
+
+
+class RegistrySettings(BaseModel):
+    url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+    username: str | None = None
+    password: SecretStr | None = None
+    mode: Literal["register", "require"] = "register"
+    timeout_s: float = Field(default=5.0, gt=0)
+    cache_dir: Path = REPO_ROOT / ".stack" / "schema-cache"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class MongoSettings(BaseModel):
+    url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
+    database: str = Field(default="streamscore", min_length=1)
+    collection: str = Field(default="predictions", min_length=1)
+    write_concern: str = "1"
+    timeout_ms: int = Field(default=5000, ge=100)
+
+
+class HealthSettings(BaseModel):
+    host: str = "127.0.0.1"
+    poller_port: int = 9101
+    processor_port: int = 9102
+    sink_port: int = 9103
+    exporter_port: int = 9104
+    stall_after_s: float = Field(default=60.0, gt=0)
+
+
+class SourceSettings(BaseModel):
+    """One external HTTP API polled into ``raw.<name>`` (filled in by the poller's issue)."""
+
+    name: str = Field(default="transactions", pattern=r"^[a-z][a-z0-9_\-]{0,62}$")
+    url: str = "http://127.0.0.1:8000/transactions"
+    model_config = {"extra": "allow"}
+
+
+class ProcessorSettings(BaseModel):
+    """Clean and score agents (filled in by the processor's issue)."""
+
+    model_config = {"extra": "allow"}
+
+
+class SinkSettings(BaseModel):
+    """MongoDB sink agent (filled in by the sink's issue)."""
+
+    model_config = {"extra": "allow"}
+
+
+class DemoApiSettings(BaseModel):
+    """The bundled demo API (filled in by the ingestion issue)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_config = {"extra": "allow"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        secrets_dir=os.environ.get(f"{ENV_PREFIX}SECRETS_DIR") or None,
+    )
+
+    environment: Literal["development", "production", "test"] = "development"
+    log_format: Literal["json", "console"] = "console"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    kafka: KafkaSettings = KafkaSettings()
+    registry: RegistrySettings = RegistrySettings()
+    mongo: MongoSettings = MongoSettings()
+    health: HealthSettings = HealthSettings()
+    sources: list[SourceSettings] = Field(default_factory=lambda: [SourceSettings()], min_length=1)
+    processor: ProcessorSettings = ProcessorSettings()
+    sink: SinkSettings = SinkSettings()
+    demo_api: DemoApiSettings = DemoApiSettings()
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> Settings:
+        names = [s.name for s in self.sources]
+        if len(names) != len(set(names)):
+            raise ValueError("sources: names must be unique")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        ]
+        toml_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable that sets the field at ``loc`` (list indexes stay in the path)."""
+    parts = [str(p).upper() for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + "__".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, or raise ConfigError naming every bad setting."""
+    toml_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if toml_file and not Path(toml_file).is_file():
+        raise ConfigError(f"{ENV_PREFIX}CONFIG", f"file not found: {toml_file}")
+    try:
+        return Settings(**overrides)
+    except PydanticValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            name = env_name(loc) if loc else ENV_PREFIX + "*"
+            problems.append(f"{name}: {err['msg']}")
+        first = exc.errors()[0]
+        name = env_name(tuple(first["loc"])) if first["loc"] else ENV_PREFIX + "*"
+        detail = first["msg"] if len(problems) == 1 else "; ".join(problems)
+        raise ConfigError(name, detail) from None

@@ -101,3 +101,7 @@ def run() -> None:
     except ConfigError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

@@ -96,10 +96,41 @@ class SourceSettings(BaseModel):
     model_config = {"extra": "allow"}
 
 
-class ProcessorSettings(BaseModel):
-    """Clean and score agents (filled in by the processor's issue)."""
+_MODEL_REF = r"^[A-Za-z0-9_.\-]+:[A-Za-z0-9_.\-]+$"
 
-    model_config = {"extra": "allow"}
+
+class ProcessorSettings(BaseModel):
+    """Clean and score agents: micro-batching and the models that score.
+
+    Models are named ``NAME:VERSION`` and live in ``<models_dir>/<NAME>/<VERSION>/``. The candidate
+    takes ``candidate_share`` of the records (stable hash of the record id); the shadow model
+    scores every record into ``predictions-shadow.<source>``.
+    """
+
+    clean_batch_size: int = Field(default=500, ge=1, le=100_000)
+    score_batch_size: int = Field(default=500, ge=1, le=100_000)
+    batch_within_s: float = Field(default=0.05, gt=0, le=60)
+    models_dir: Path = REPO_ROOT / "models"
+    primary_model: str = Field(default="fraud:v1", pattern=_MODEL_REF)
+    candidate_model: str | None = Field(default=None, pattern=_MODEL_REF)
+    candidate_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    shadow_model: str | None = Field(default=None, pattern=_MODEL_REF)
+    low_confidence_band: tuple[float, float] | None = None
+    """Override of the cards' band [low, high] of scores deemed low-confidence."""
+    inference_threads: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("low_confidence_band")
+    @classmethod
+    def _band(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0.0 <= value[0] <= value[1] <= 1.0:
+            raise ValueError("must be [low, high] with 0 <= low <= high <= 1")
+        return value
+
+    @model_validator(mode="after")
+    def _candidate(self) -> ProcessorSettings:
+        if self.candidate_share > 0 and not self.candidate_model:
+            raise ValueError("candidate_share > 0 needs candidate_model")
+        return self
 
 
 class SinkSettings(BaseModel):

@@ -40,6 +40,15 @@ CONSUMER_LAG_SECONDS = Gauge(
     "Age of the oldest unconsumed record (0 when caught up).",
     ["group", "topic", "partition"],
 )
+LAG_COLLECT_SECONDS = Gauge(
+    "streamscore_exporter_collect_duration_seconds", "Time the last lag measurement took."
+)
+LAG_COLLECT_ERRORS = Counter(
+    "streamscore_exporter_collect_errors_total", "Lag measurements that failed (broker unreachable)."
+)
+LAG_LAST_SUCCESS = Gauge(
+    "streamscore_exporter_last_success_timestamp_seconds", "Unix time of the last lag measurement."
+)
 
 # --- poller ---------------------------------------------------------------------------------
 POLLER_REQUESTS = Counter(

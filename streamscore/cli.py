@@ -93,6 +93,10 @@ def schemas_register() -> None:
 
 # Component commands are added below, each a thin wrapper around its module.
 
+from streamscore import ops_cli  # noqa: E402  (operator commands: lag, exporter, dlq)
+
+ops_cli.register(app)
+
 
 def run() -> None:
     """Console-script entry point."""

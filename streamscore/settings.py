@@ -89,11 +89,65 @@ class HealthSettings(BaseModel):
 
 
 class SourceSettings(BaseModel):
-    """One external HTTP API polled into ``raw.<name>`` (filled in by the poller's issue)."""
+    """One external HTTP API polled into ``raw.<name>`` by ``streamscore poll``.
+
+    ``pagination``: ``cursor`` reads the next cursor at ``cursor_path`` in the body and sends it as
+    ``cursor_param``; ``link`` follows ``Link: <url>; rel="next"``; ``page`` counts ``page_param``
+    up from ``first_page``; ``offset`` sends ``offset_param``. Every kind sends ``page_size`` as
+    ``limit_param``. Paths are dotted (``data.items``); an empty ``records_path`` means the body
+    is the array. ``auth``: the token comes from ``token`` or the file ``token_file``. Requests
+    of a source never exceed ``rate_limit_per_s`` (bursts of ``rate_limit_burst``).
+    """
+
+    model_config = {"extra": "forbid"}
 
     name: str = Field(default="transactions", pattern=r"^[a-z][a-z0-9_\-]{0,62}$")
     url: str = "http://127.0.0.1:8000/transactions"
-    model_config = {"extra": "allow"}
+    pagination: Literal["cursor", "link", "page", "offset"] = "cursor"
+    records_path: str = "data"
+    id_path: str = Field(default="id", min_length=1)
+    time_path: str | None = "timestamp"
+    cursor_path: str = Field(default="next_cursor", min_length=1)
+    cursor_param: str = "cursor"
+    page_param: str = "page"
+    first_page: int = Field(default=1, ge=0)
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    page_size: int = Field(default=1000, ge=1, le=100_000)
+    params: dict[str, str] = Field(default_factory=dict)
+    auth: Literal["none", "bearer", "api-key"] = "none"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    api_key_header: str = "X-API-Key"
+    rate_limit_per_s: float = Field(default=50.0, gt=0)
+    rate_limit_burst: int = Field(default=1, ge=1)
+    max_connections: int = Field(default=4, ge=1, le=100)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+    total_timeout_s: float = Field(default=60.0, gt=0)
+    retry_attempts: int = Field(default=6, ge=1, le=100)
+    backoff_initial_s: float = Field(default=0.2, gt=0)
+    backoff_cap_s: float = Field(default=30.0, gt=0)
+    max_retry_after_s: float = Field(default=600.0, gt=0)
+    parse_attempts: int = Field(default=3, ge=1, le=20)
+    dlq_body_max_bytes: int = Field(default=64 * 1024, ge=256)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    failure_cooldown_s: float = Field(default=30.0, gt=0)
+    transactional: bool = True
+    transaction_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _token_when_auth(self) -> SourceSettings:
+        if self.auth != "none" and self.token is None and self.token_file is None:
+            raise ValueError(f"auth {self.auth!r} needs token or token_file")
+        return self
 
 
 _MODEL_REF = r"^[A-Za-z0-9_.\-]+:[A-Za-z0-9_.\-]+$"
@@ -139,12 +193,64 @@ class SinkSettings(BaseModel):
     model_config = {"extra": "allow"}
 
 
+class FaultRule(BaseModel):
+    """When a demo-API fault fires, counted over data requests (1-based ``n``).
+
+    Deterministic: on every ``every``-th request after ``after`` (``burst`` requests in a row,
+    ending on the multiple). Random: with ``probability`` (seeded by ``DemoFaults.seed``).
+    """
+
+    model_config = {"extra": "forbid"}
+
+    every: int = Field(default=0, ge=0)
+    burst: int = Field(default=1, ge=1)
+    after: int = Field(default=0, ge=0)
+    probability: float = Field(default=0.0, ge=0, le=1)
+
+
+class DemoFaults(BaseModel):
+    """Fault injection of the demo API; all off by default. The first rule that fires wins."""
+
+    model_config = {"extra": "forbid"}
+
+    seed: int = 0
+    throttle: FaultRule = FaultRule()
+    retry_after_s: int = Field(default=1, ge=0)
+    retry_after_form: Literal["seconds", "http-date"] = "seconds"
+    error: FaultRule = FaultRule()
+    error_status: int = Field(default=503, ge=500, le=599)
+    slow: FaultRule = FaultRule()
+    slow_s: float = Field(default=2.0, ge=0)
+    drop: FaultRule = FaultRule()
+    truncate: FaultRule = FaultRule()
+    overlap: FaultRule = FaultRule()
+    overlap_records: int = Field(default=5, ge=1)
+    repeat: FaultRule = FaultRule()
+    non_object: FaultRule = FaultRule()
+    missing_id: FaultRule = FaultRule()
+
+
 class DemoApiSettings(BaseModel):
-    """The bundled demo API (filled in by the ingestion issue)."""
+    """The bundled demo API (``streamscore demo-api``).
+
+    ``backlog`` records exist at start; ``rate_per_s`` more appear every second (0 = the backlog
+    only), up to ``max_records``. With ``token`` set, requests need ``Authorization: Bearer`` or
+    ``X-API-Key`` with it.
+    """
+
+    model_config = {"extra": "forbid"}
 
     host: str = "127.0.0.1"
-    port: int = 8000
-    model_config = {"extra": "allow"}
+    port: int = Field(default=8000, ge=0, le=65535)
+    seed: int = 42
+    dirty: float = Field(default=1.0, ge=0, le=10)
+    backlog: int = Field(default=10_000, ge=0)
+    rate_per_s: float = Field(default=0.0, ge=0)
+    max_records: int | None = Field(default=None, ge=0)
+    default_page_size: int = Field(default=100, ge=1)
+    max_page_size: int = Field(default=5000, ge=1)
+    token: SecretStr | None = None
+    faults: DemoFaults = DemoFaults()
 
 
 class Settings(BaseSettings):

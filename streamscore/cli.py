@@ -98,6 +98,14 @@ from streamscore import ops_cli  # noqa: E402  (operator commands: lag, exporter
 ops_cli.register(app)
 
 
+@app.command("sink")
+def sink() -> None:
+    """Run the sink: predictions.<source> → MongoDB (health on settings.health.sink_port)."""
+    from streams.sink import main as sink_main
+
+    sink_main(settings())
+
+
 def run() -> None:
     """Console-script entry point."""
     try:

@@ -188,8 +188,23 @@ class ProcessorSettings(BaseModel):
 
 
 class SinkSettings(BaseModel):
-    """MongoDB sink agent (filled in by the sink's issue)."""
+    """MongoDB sink agent: ``predictions.<source>`` → MongoDB in micro-batches.
 
+    ``app_id`` is also the Kafka consumer group. ``max_document_bytes`` defaults to the server's
+    ``maxBsonObjectSize``; a larger document goes to the DLQ (stage ``sink-data``).
+    ``shutdown_grace_s`` is how long a stop waits for an in-flight batch before the process exits
+    without committing it.
+    """
+
+    app_id: str = Field(default="streamscore-sink", min_length=1)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_within_s: float = Field(default=0.5, gt=0, le=60)
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_cap_s: float = Field(default=5.0, gt=0)
+    ping_interval_s: float = Field(default=2.0, gt=0)
+    max_document_bytes: int | None = Field(default=None, ge=1024)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    datadir: Path = REPO_ROOT / ".stack" / "faust"
     model_config = {"extra": "allow"}
 
 

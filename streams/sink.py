@@ -1,0 +1,315 @@
+"""The sink Faust app: ``predictions.<source>`` (Avro ``Prediction``) → MongoDB.
+
+One agent (concurrency 1) takes micro-batches with ``stream.take_events``; for each batch it
+decodes, builds documents, upserts them in one unordered bulk write, dead-letters what cannot be
+stored, and only then returns, so Faust acks (and later commits) the batch after MongoDB
+acknowledged it. While MongoDB is unreachable the batch is retried with backoff, nothing is
+committed (lag grows), ``/readyz`` fails and ``/healthz`` stays alive.
+
+Faust acks a take batch in a ``finally``, also when the agent is cancelled or fails. So a batch
+that MongoDB has not acknowledged must never reach that ``finally``: on a stop the sink waits up
+to ``sink.shutdown_grace_s`` for the in-flight write, and if it is still not acknowledged the
+process exits at once (code 75) without committing; the next owner re-reads the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import bson
+import faust
+import structlog
+from bson.raw_bson import RawBSONDocument
+
+from streams.faust_runtime import create_app, retry_transient, run_worker
+from streams.mongo_writer import MongoWriter, Rejected
+from streamscore import metrics
+from streamscore.avro import AvroCodec
+from streamscore.bootstrap import codec, prepare
+from streamscore.dlq import DeadLetter
+from streamscore.errors import DataError, TransientError
+from streamscore.health import ProgressWatch
+from streamscore.kafka_config import producer_config
+from streamscore.producer import AsyncProducer
+from streamscore.settings import Settings
+from streamscore.topics import dlq_topic, predictions_topic
+
+log = structlog.get_logger(__name__)
+COMPONENT = "sink"
+EXIT_UNCOMMITTED = 75
+DLQ_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def document_id(source: str, record_id: str, model_name: str, model_version: str) -> str:
+    """The deterministic ``_id``: one document per (source, record, model name, model version)."""
+    return f"{source}:{record_id}:{model_name}:{model_version}"
+
+
+def to_document(
+    prediction: dict[str, Any], topic: str, partition: int, offset: int, stored_at: datetime
+) -> dict[str, Any]:
+    """A decoded Prediction as the stored document (datetimes become BSON dates)."""
+    p = prediction
+    return {
+        "_id": document_id(p["source"], p["record_id"], p["model_name"], p["model_version"]),
+        "source": p["source"],
+        "record_id": p["record_id"],
+        "event_time": p["event_time"],
+        "model": {"name": p["model_name"], "version": p["model_version"], "variant": p["variant"]},
+        "score": p["score"],
+        "label": p["label"],
+        "confidence": p["confidence"],
+        "low_confidence": p["low_confidence"],
+        "anomaly": p["anomaly"],
+        "reasons": p["reasons"],
+        "customer_id": p["customer_id"],
+        "amount_eur": p["amount_eur"],
+        "fetched_at": p["fetched_at"],
+        "scored_at": p["scored_at"],
+        "stored_at": stored_at,
+        "trace_id": p["trace_id"],
+        "kafka": {"topic": topic, "partition": partition, "offset": offset},
+    }
+
+
+@dataclass
+class SinkState:
+    """What ``/readyz`` reports: started, MongoDB answering, no write being retried."""
+
+    started: bool = False
+    mongo_ok: bool = False
+    failing: bool = False
+    in_flight: bool = False
+
+    def set_failing(self, failing: bool) -> None:
+        self.failing = failing
+
+    def check(self) -> tuple[bool, str]:
+        if not self.started:
+            return False, "starting: waiting for MongoDB (indexes)"
+        if self.failing:
+            return False, "MongoDB write failing: retrying with backoff, not committing"
+        if not self.mongo_ok:
+            return False, "MongoDB does not answer ping"
+        return True, "ok"
+
+
+@dataclass
+class Prepared:
+    """A batch turned into documents, plus the letters of what could not be."""
+
+    docs: list[RawBSONDocument] = field(default_factory=list)
+    origin: list[tuple[str, Any]] = field(default_factory=list)  # (source, event) per doc
+    fetched_at: list[datetime] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+
+
+def _abandon(reason: str) -> NoReturn:
+    """Exit now, before Faust can ack (and commit) a batch MongoDB has not acknowledged."""
+    log.error("exiting_without_commit", reason=reason)
+    sys.stderr.flush()
+    os._exit(EXIT_UNCOMMITTED)
+
+
+class Sink:
+    """Turns take-batches into MongoDB upserts and dead letters."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        codecs: dict[str, AvroCodec],
+        abandon: Callable[[str], NoReturn] = _abandon,
+    ) -> None:
+        self.settings = settings
+        self.sources = {predictions_topic(s.name): s.name for s in settings.sources}
+        self.codecs = codecs
+        self.abandon = abandon
+        self.state = SinkState()
+        self.progress = ProgressWatch(
+            COMPONENT, settings.health.stall_after_s, backlog=lambda: self.state.in_flight
+        )
+        self.writer = MongoWriter(settings.mongo, settings.sink.max_document_bytes)
+        big: dict[str, Any] = {"message.max.bytes": DLQ_MAX_MESSAGE_BYTES}
+        self.dlq = AsyncProducer(producer_config(settings, "sink-dlq", **big))
+
+    async def _retry(self, fn: Callable[[], Any], what: str) -> Any:
+        cfg = self.settings.sink
+        return await retry_transient(
+            fn, COMPONENT, what, self.state.set_failing, cfg.retry_initial_s, cfg.retry_cap_s
+        )
+
+    async def start(self) -> None:
+        await self._retry(self.writer.start, "mongodb-start")
+        self.state.started = self.state.mongo_ok = True
+        log.info("sink_started", max_document_bytes=self.writer.max_document_bytes)
+
+    async def watch_mongo(self) -> None:
+        """Keep ``mongo_ok`` current, so an idle sink also reports an outage."""
+        while True:
+            self.state.mongo_ok = await self.writer.ping()
+            await asyncio.sleep(self.settings.sink.ping_interval_s)
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        """Process one batch so that returning means: everything is durable (Faust may ack)."""
+        task = asyncio.ensure_future(self.process(events))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task}, timeout=self.settings.sink.shutdown_grace_s)
+            if not task.done() or task.cancelled() or task.exception() is not None:
+                self.abandon("stopped while a batch was not acknowledged by MongoDB")
+            raise
+        except Exception as exc:
+            log.exception("sink_batch_failed", error=str(exc))
+            self.abandon(f"unexpected {type(exc).__name__} with a batch not acknowledged")
+
+    async def process(self, events: Sequence[Any]) -> None:
+        self.state.in_flight = True
+        prepared: Prepared = await self._retry(lambda: self._prepare(events), "registry")
+        if prepared.docs:
+            batch = self.writer.upsert(prepared.docs)
+            started = time.perf_counter()
+            await self._retry(batch.attempt, "mongodb-write")
+            acked = datetime.now(UTC)
+            metrics.SINK_WRITE_LATENCY.observe(time.perf_counter() - started)
+            self._count(prepared, batch.rejected, acked)
+            for index, why in batch.rejected.items():
+                prepared.letters.append(self._letter(*prepared.origin[index], "sink-data", _why(why)))
+        if prepared.letters:
+            await self._retry(lambda: self._send_letters(prepared.letters), "dlq")
+        self.state.in_flight = False
+        self.progress.progress()
+
+    async def _prepare(self, events: Sequence[Any]) -> Prepared:
+        """Decode and build documents; a RegistryUnavailable aborts the batch (retried)."""
+        out = Prepared()
+        limit = self.writer.max_document_bytes or 16 * 1024 * 1024
+        stored_at = datetime.now(UTC)
+        for event in events:
+            msg = event.message
+            source = self.sources[msg.topic]
+            try:
+                prediction = self.codecs[msg.topic].decode(event.value)
+            except DataError as exc:
+                out.letters.append(self._letter(source, event, "decode", exc))
+                continue
+            try:
+                raw = bson.encode(to_document(prediction, msg.topic, msg.partition, msg.offset, stored_at))
+            except (bson.errors.InvalidDocument, KeyError, TypeError, ValueError) as exc:
+                out.letters.append(self._letter(source, event, "sink-data", exc, prediction))
+                continue
+            if len(raw) > limit:
+                why = f"document of {len(raw)} bytes exceeds MongoDB's limit of {limit} bytes"
+                out.letters.append(self._letter(source, event, "sink-data", why, prediction))
+                continue
+            out.docs.append(RawBSONDocument(raw))
+            out.origin.append((source, event))
+            out.fetched_at.append(prediction["fetched_at"])
+        return out
+
+    def _count(self, prepared: Prepared, rejected: dict[int, Rejected], acked: datetime) -> None:
+        written: dict[str, int] = {}
+        for i, (source, _) in enumerate(prepared.origin):
+            if i in rejected:
+                metrics.SINK_WRITE_ERRORS.labels(kind="document").inc()
+                continue
+            written[source] = written.get(source, 0) + 1
+            metrics.END_TO_END.labels(source=source).observe(
+                max(0.0, (acked - prepared.fetched_at[i]).total_seconds())
+            )
+        for source, n in written.items():
+            metrics.SINK_WRITTEN.labels(source=source).inc(n)
+
+    def _letter(
+        self,
+        source: str,
+        event: Any,
+        stage: str,
+        error: BaseException | str,
+        prediction: dict[str, Any] | None = None,
+    ) -> DeadLetter:
+        msg = event.message
+        key = msg.key if isinstance(msg.key, bytes | type(None)) else str(msg.key).encode()
+        record_id = prediction["record_id"] if prediction else None
+        if record_id is None and key:
+            record_id = key.decode("utf-8", "replace")
+        return DeadLetter(
+            source=source,
+            stage=stage,
+            error=error,
+            key=key,
+            value=msg.value,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            record_id=record_id,
+        )
+
+    async def _send_letters(self, letters: list[DeadLetter]) -> None:
+        batch = self.dlq.batch()
+        for letter in letters:
+            self.dlq.produce(batch, dlq_topic(letter.source), letter.value, letter.key, letter.headers())
+        await batch.wait()
+        for letter in letters:
+            letter.record()
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await asyncio.to_thread(self.dlq.close, 10.0)
+
+
+def _why(rejected: Rejected) -> str:
+    return f"MongoDB refused the document (code {rejected.code}): {rejected.message}"
+
+
+def build_app(settings: Settings) -> faust.App:
+    """The sink Faust app, ready for a worker; prepares topics and contracts first."""
+    registry = prepare(settings, COMPONENT)
+    topics = [predictions_topic(s.name) for s in settings.sources]
+    codecs = {t: codec(registry, settings, t) for t in topics}
+    cfg = settings.sink
+    app = create_app(
+        settings,
+        cfg.app_id,
+        COMPONENT,
+        settings.health.sink_port,
+        datadir=str(cfg.datadir / "{conf.name}"),
+    )
+    channel = app.topic(
+        *topics, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+    @app.agent(channel, concurrency=1)
+    async def store(stream: Any) -> None:
+        sink = Sink(settings, codecs)
+        app.health.add_check("mongodb", sink.state.check)  # type: ignore[attr-defined]
+        app.health.add_check("progress", sink.progress.check)  # type: ignore[attr-defined]
+        watcher = asyncio.ensure_future(sink.watch_mongo())
+        try:
+            await sink.start()
+            async for events in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
+                await sink.handle(events)
+        finally:
+            watcher.cancel()
+            await sink.close()
+
+    return app
+
+
+def main(settings: Settings) -> None:
+    """``streamscore sink``: run the sink worker until SIGTERM/SIGINT."""
+    try:
+        app = build_app(settings)
+    except TransientError as exc:
+        log.error("sink_start_failed", error=str(exc))
+        raise SystemExit(1) from exc
+    run_worker(app)

@@ -97,6 +97,10 @@ from streamscore import ops_cli  # noqa: E402  (operator commands: lag, exporter
 
 ops_cli.register(app)
 
+from streamscore.analyst import cli as analyst_cli  # noqa: E402  (analyst commands: replay, rescore, tail)
+
+analyst_cli.register(app)
+
 
 @app.command("sink")
 def sink() -> None:

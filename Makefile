@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: setup stack-up stack-down stack-status stack-fetch run test test-unit test-integration \
-        test-faults soak lint typecheck bench clean help
+        test-faults soak tools lint typecheck bench clean help
 
 help:
 	@echo "make run        - set up, start the local stack and run the whole pipeline"
@@ -29,6 +29,9 @@ stack-fetch:
 stack-up:
 	$(STACK) up
 
+tools:
+	deploy/local/compose-plugin.sh
+
 stack-down:
 	$(STACK) down
 
@@ -38,7 +41,7 @@ stack-status:
 run: setup stack-up
 	$(BIN)/streamscore run $(RUN_ARGS)
 
-test: setup stack-up
+test: setup stack-up tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup

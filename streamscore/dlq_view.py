@@ -90,4 +90,5 @@ def redrive_table(results: Sequence[Redriven]) -> Table:
 
 
 def show(renderable: Any) -> None:
-    Console().print(renderable)
+    console = Console()
+    (console if console.is_terminal else Console(width=240)).print(renderable)

@@ -25,20 +25,19 @@ def _fmt_seconds(row: PartitionLag) -> str:
     return f"{row.lag_seconds:,.1f}"
 
 
+def make_console() -> Console:
+    """A terminal-sized console, or a wide one when piped (tables stay one line per row)."""
+    probe = Console()
+    return probe if probe.is_terminal else Console(width=240)
+
+
 def table(rows: Sequence[PartitionLag], title: str = "consumer lag") -> Table:
     t = Table(title=title, title_justify="left")
-    for name, justify in (
-        ("group", "left"),
-        ("topic", "left"),
-        ("part", "right"),
-        ("committed", "right"),
-        ("log start", "right"),
-        ("log end", "right"),
-        ("lag msgs", "right"),
-        ("lag s", "right"),
-        ("status", "left"),
-    ):
-        t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    t.add_column("group", overflow="fold")
+    t.add_column("topic", overflow="fold")
+    for name in ("part", "committed", "log start", "log end", "lag msgs", "lag s"):  # never wrapped
+        t.add_column(name, justify="right", no_wrap=True)
+    t.add_column("status", no_wrap=True)
     for r in rows:
         status = r.status if not r.expired_messages else f"{r.status} ({r.expired_messages} lost)"
         lag_style = "bold" if r.lag_messages else "dim"
@@ -66,7 +65,7 @@ def show(
     console: Console | None = None,
 ) -> None:
     """Print once, or every ``interval_s`` until interrupted: a live table, or JSON lines."""
-    console = console or Console()
+    console = console or make_console()
     try:
         if as_json:
             while True:

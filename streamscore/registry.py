@@ -52,7 +52,7 @@ def fingerprint(schema: dict[str, Any] | str) -> str:
 _retrying = retry(
     retry=retry_if_exception_type(RegistryUnavailable),
     stop=stop_after_attempt(4),
-    wait=wait_exponential_jitter(initial=0.2, max=3.0),
+    wait=wait_exponential_jitter(multiplier=0.2, max=3.0, jitter=0.2),
     reraise=True,
 )
 

@@ -30,8 +30,8 @@ def test_topics_are_created_from_the_declared_table(make_settings):
         assert len(metadata.topics[spec.name].partitions) == spec.partitions
     source = settings.sources[0].name
     resources = [ConfigResource("topic", CURSORS_TOPIC), ConfigResource("topic", f"raw.{source}")]
-    described = AdminClient(admin_config(settings)).describe_configs(resources)
-    configs = {r.name: f.result() for r, f in described.items()}
+    admin = AdminClient(admin_config(settings))
+    configs = {r.name: f.result(timeout=10) for r, f in admin.describe_configs(resources).items()}
     assert configs[CURSORS_TOPIC]["cleanup.policy"].value == "compact"
     assert configs[f"raw.{source}"]["retention.ms"].value == str(7 * 24 * 3600 * 1000)
 

@@ -45,7 +45,9 @@ def test_message_round_trips_with_an_idempotent_producer(make_settings):
     producer = Producer(conf)
     delivered = []
     for i in range(100):
-        producer.produce(topic, key=f"k{i}", value=f"v{i}".encode(), on_delivery=lambda e, m: delivered.append(e))
+        producer.produce(
+            topic, key=f"k{i}", value=f"v{i}".encode(), on_delivery=lambda e, m: delivered.append(e)
+        )
     assert producer.flush(15) == 0
     assert delivered == [None] * 100
     consumer = Consumer(reader_config(settings, "test"))
@@ -93,7 +95,11 @@ def test_schema_registers_and_confluent_framed_value_round_trips(make_settings):
     assert data[0] == 0 and schema_id == codec.schema_id
     assert subject in registry.subjects()
     # a fresh client (cold caches) decodes it through the registry
-    fresh = AvroCodec(SchemaRegistry(settings.registry.model_copy(update={"cache_dir": settings.registry.cache_dir / "x"})), subject, load_schema("Transaction"))
+    fresh = AvroCodec(
+        SchemaRegistry(settings.registry.model_copy(update={"cache_dir": settings.registry.cache_dir / "x"})),
+        subject,
+        load_schema("Transaction"),
+    )
     assert fresh.decode(data) == record
 
 
@@ -110,7 +116,11 @@ def test_registry_refuses_an_incompatible_change_under_backward(make_settings):
     with pytest.raises(SchemaRejected) as refused:
         registry.schema_id(subject, v2_bad, register=True)
     assert refused.value.status == 409
-    v2_ok = {"type": "record", "name": "R", "fields": [*v1["fields"], {"name": "b", "type": "int", "default": 0}]}
+    v2_ok = {
+        "type": "record",
+        "name": "R",
+        "fields": [*v1["fields"], {"name": "b", "type": "int", "default": 0}],
+    }
     assert registry.is_compatible(subject, json.dumps(v2_ok)) is True
 
 
@@ -118,7 +128,9 @@ async def test_document_round_trips_through_the_mongodb_wire_server(make_setting
     from pymongo import AsyncMongoClient
 
     settings = make_settings()
-    client: AsyncMongoClient = AsyncMongoClient(settings.mongo.url.get_secret_value(), serverSelectionTimeoutMS=5000)
+    client: AsyncMongoClient = AsyncMongoClient(
+        settings.mongo.url.get_secret_value(), serverSelectionTimeoutMS=5000
+    )
     db = client[f"it_{uuid.uuid4().hex[:8]}"]
     try:
         now = datetime.now(UTC).replace(microsecond=0)

@@ -110,6 +110,40 @@ def sink() -> None:
     sink_main(settings())
 
 
+@app.command("process")
+def process() -> None:
+    """Run the processor: raw → clean → predictions (health on settings.health.processor_port)."""
+    from streams.processor import main as process_main
+
+    process_main(settings())
+
+
+@app.command("train")
+def train(
+    version: Annotated[list[str] | None, typer.Option("--version", help="v1, v2 (default: all).")] = None,
+    n: Annotated[int, typer.Option(help="Generated records.")] = 60_000,
+    seed: Annotated[int, typer.Option(help="Seed of generator, split and model.")] = 7,
+    out: Annotated[str | None, typer.Option(help="Models folder (default: processor.models_dir).")] = None,
+) -> None:
+    """Train the demo fraud models from the demo generator; write ONNX + card.json per version."""
+    from pathlib import Path
+
+    from streams.training import RECIPES
+    from streams.training import train as train_model
+
+    target = Path(out) if out else settings().processor.models_dir
+    for name in version or list(RECIPES):
+        if name not in RECIPES:
+            typer.echo(f"unknown version {name}; known: {', '.join(RECIPES)}", err=True)
+            raise typer.Exit(2)
+        card = train_model(name, target, n=n, seed=seed)
+        typer.echo(
+            f"{card['name']}:{card['version']} {card['algorithm']}: "
+            f"holdout AUC {card['metrics']['holdout_auc']:.4f}, thresholds {card['thresholds']}, "
+            f"sha256 {card['onnx']['sha256'][:12]}"
+        )
+
+
 def run() -> None:
     """Console-script entry point."""
     try:

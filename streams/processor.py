@@ -1,0 +1,190 @@
+"""The processor Faust app (``streamscore process``, app id ``streamscore-processor``).
+
+Per configured source two agents, each with concurrency 1:
+
+- ``clean-<source>``: ``raw.<source>`` → ``clean.<source>`` (:class:`streams.handlers.CleanHandler`)
+- ``score-<source>``: ``clean.<source>`` → ``predictions.<source>`` (+ ``predictions-shadow.<source>``)
+
+Each agent reads micro-batches with ``stream.take_events(n, within)``; Faust acks a batch only
+after the loop body returned, and the body returns only after Kafka acknowledged every output
+and dead letter of the batch (``DeliveryBatch.wait`` inside ``retry_transient``), so offsets
+are committed after the outputs are durable. A batch that fails for any reason other than its
+own records (Kafka, registry, a bug) is retried with backoff, never skipped; readiness reports
+it. If the worker is stopped while a batch is not yet delivered, the batch's messages are
+withheld from Faust's commit so they are read again after the restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import faust
+import structlog
+
+from streams.faust_runtime import create_app, retry_transient, run_worker
+from streams.handlers import BatchResult, CleanHandler, Emit, Incoming, ScoreHandler
+from streams.scoring import ModelSet
+from streamscore.bootstrap import codec, prepare
+from streamscore.errors import TransientError
+from streamscore.health import ProgressWatch
+from streamscore.kafka_config import producer_config
+from streamscore.producer import AsyncProducer
+from streamscore.settings import Settings
+from streamscore.topics import clean_topic, predictions_topic, raw_topic
+
+log = structlog.get_logger(__name__)
+APP_ID = "streamscore-processor"
+COMPONENT = "processor"
+Handle = Callable[[Sequence[Incoming], Emit], Awaitable[BatchResult]]
+
+
+class BatchFailed(TransientError):
+    """An unexpected error outside any single record: retried like an outage, never skipped."""
+
+
+def incoming(event: faust.EventT) -> Incoming:
+    msg = event.message
+    raw = msg.headers or ()
+    pairs = raw.items() if isinstance(raw, Mapping) else raw
+    headers = [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in pairs]
+    return Incoming(msg.topic, msg.partition, msg.offset, msg.key, msg.value, headers)
+
+
+def withhold(events: Sequence[faust.EventT]) -> None:
+    """Mark messages acked without telling the consumer, so their offsets are never committed."""
+    for event in events:
+        event.message.acked = True
+
+
+class Processor:
+    """Wires handlers, the producer and health into one Faust app."""
+
+    def __init__(self, settings: Settings, models: ModelSet) -> None:
+        self.settings = settings
+        self.models = models
+        self.failing: set[str] = set()
+        self.producer: AsyncProducer | None = None
+        self.app = create_app(
+            settings,
+            APP_ID,
+            COMPONENT,
+            settings.health.processor_port,
+            stream_buffer_maxsize=4
+            * max(settings.processor.clean_batch_size, settings.processor.score_batch_size),
+            broker_max_poll_records=max(
+                settings.processor.clean_batch_size, settings.processor.score_batch_size
+            ),
+        )
+        self.watch = ProgressWatch(
+            COMPONENT, settings.health.stall_after_s, backlog=lambda: bool(self.failing)
+        )
+        health = self.app.health  # type: ignore[attr-defined]
+        health.add_check("progress", self.watch.check)
+        health.add_check("outputs", self._outputs_check)
+        health.add_check("models", lambda: (True, str(models.describe())))
+
+        @self.app.task(on_leader=False)
+        async def _start_producer() -> None:
+            self.get_producer()
+
+    def get_producer(self) -> AsyncProducer:
+        if self.producer is None:
+            self.producer = AsyncProducer(producer_config(self.settings, COMPONENT))
+        return self.producer
+
+    def _outputs_check(self) -> tuple[bool, str]:
+        if self.failing:
+            return False, f"retrying batches of {sorted(self.failing)}"
+        return True, "ok"
+
+    def add_source(self, source: str, registry: Any) -> None:
+        s = self.settings
+        clean = CleanHandler(
+            source, codec(registry, s, raw_topic(source)), codec(registry, s, clean_topic(source))
+        )
+        score = ScoreHandler(
+            source,
+            codec(registry, s, clean_topic(source)),
+            codec(registry, s, predictions_topic(source)),
+            self.models,
+        )
+
+        async def handle_clean(batch: Sequence[Incoming], emit: Emit) -> BatchResult:
+            return clean.handle(batch, emit)
+
+        p = s.processor
+        self._agent(f"clean-{source}", raw_topic(source), handle_clean, p.clean_batch_size)
+        self._agent(f"score-{source}", clean_topic(source), score.handle, p.score_batch_size)
+
+    def _agent(self, name: str, topic: str, handle: Handle, size: int) -> None:
+        within = self.settings.processor.batch_within_s
+        channel = self.app.topic(topic, key_serializer="raw", value_serializer="raw")
+
+        async def agent(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(size, within=within):  # type: ignore[attr-defined]
+                try:
+                    await self.run_batch(name, events, handle)
+                except BaseException:
+                    withhold(events)  # stopped mid-batch: outputs unconfirmed, keep offsets
+                    raise
+
+        agent.__name__ = name.replace("-", "_")
+        self.app.agent(channel, name=name, concurrency=1)(agent)
+
+    async def run_batch(self, name: str, events: Sequence[faust.EventT], handle: Handle) -> BatchResult:
+        """Handle and deliver one batch, retrying (never skipping) until Kafka acknowledged it."""
+        batch = [incoming(e) for e in events]
+        producer = self.get_producer()
+
+        async def attempt() -> BatchResult:
+            delivery = producer.batch()
+
+            def emit(topic: str, key: bytes | None, value: bytes | None, headers: Any) -> None:
+                producer.produce(delivery, topic, value, key=key, headers=headers)
+
+            try:
+                result = await handle(batch, emit)
+            except TransientError:
+                raise
+            except Exception as exc:
+                first, last = batch[0], batch[-1]
+                log.exception(
+                    "batch_failed",
+                    agent=name,
+                    topic=first.topic,
+                    partition=first.partition,
+                    offsets=f"{first.offset}..{last.offset}",
+                )
+                raise BatchFailed(f"{name}: {type(exc).__name__}: {exc}") from exc
+            await delivery.wait()
+            return result
+
+        def on_failing(failing: bool) -> None:
+            (self.failing.add if failing else self.failing.discard)(name)
+
+        result = await retry_transient(attempt, COMPONENT, name, on_failing=on_failing)
+        result.record()
+        self.watch.progress()
+        return result
+
+
+def build(settings: Settings) -> Processor:
+    """Models verified, topics and contracts ready, the app with its agents (not yet running)."""
+    models = ModelSet.load(settings.processor)
+    registry = prepare(settings, COMPONENT)
+    processor = Processor(settings, models)
+    for source in settings.sources:
+        processor.add_source(source.name, registry)
+    log.info("processor_ready", sources=[s.name for s in settings.sources], **models.describe())
+    return processor
+
+
+def main(settings: Settings) -> None:
+    """Run the processor worker until SIGTERM/SIGINT."""
+    processor = build(settings)
+    try:
+        run_worker(processor.app, loglevel=settings.log_level)
+    finally:
+        if processor.producer is not None:
+            processor.producer.close()

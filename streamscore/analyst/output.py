@@ -187,7 +187,7 @@ class ParquetWriter:
         rows = (
             [r | {n: f(r.get(n)) for n, f in converts.items()} for r in self.rows] if converts else self.rows
         )
-        self.writer.write_table(pa.Table.from_pylist(rows, schema=self.writer.schema_arrow))
+        self.writer.write_table(pa.Table.from_pylist(rows, schema=self.writer.schema))
         self.rows = []
 
     def close(self) -> None:

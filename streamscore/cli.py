@@ -144,6 +144,40 @@ def train(
         )
 
 
+@app.command("demo-api")
+def demo_api(
+    port: Annotated[int | None, typer.Option(help="Port (default: settings.demo_api.port).")] = None,
+    rate: Annotated[float | None, typer.Option(help="New records per second (0 = backlog only).")] = None,
+    backlog: Annotated[int | None, typer.Option(help="Records available at start.")] = None,
+) -> None:
+    """Serve the demo transactions API (pagination, incremental cursors, injected faults)."""
+    import asyncio
+    import contextlib
+
+    from producers.demo_api.server import serve_forever
+
+    s = settings().demo_api
+    given = {"port": port, "rate_per_s": rate, "backlog": backlog}
+    update = {k: v for k, v in given.items() if v is not None}
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(s.model_copy(update=update)))
+
+
+@app.command("poll")
+def poll(
+    source: Annotated[list[str] | None, typer.Option("--source", help="Poll only this source.")] = None,
+) -> None:
+    """Poll the configured HTTP sources into raw.<source> (health on settings.health.poller_port)."""
+    import asyncio
+
+    from producers.poller import run_poller
+
+    try:
+        asyncio.run(run_poller(settings(), source))
+    except StreamscoreError as exc:
+        fail(exc)
+
+
 def run() -> None:
     """Console-script entry point."""
     try:

@@ -110,7 +110,70 @@ def tail(
         failed(exc)
 
 
+def rescore(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model to run, NAME:VERSION (e.g. fraud:v2).")],
+    start: Annotated[str, typer.Option("--from", help="Window start (inclusive): ISO 8601, 'now' or -1h.")],
+    end: Annotated[str | None, typer.Option("--to", help="Window end (exclusive). Default: now.")] = None,
+    into: Annotated[
+        str,
+        typer.Option(
+            "--into", help="predictions (variant candidate) or shadow (predictions-shadow.<source>)."
+        ),
+    ] = "shadow",
+    source: Annotated[
+        str | None, typer.Option("--source", help="Source (default: the only one configured).")
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option("--against", help="Baseline NAME:VERSION (default: processor.primary_model)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Score the clean records of a window with another model version; compare with the baseline."""
+    import json
+
+    from streams.rescore import Into, RescoreRequest
+    from streams.rescore import rescore as run_rescore
+    from streamscore.analyst.inputs import now_utc, parse_model_ref, parse_time
+
+    try:
+        now = now_utc()
+        if into not in Into.__members__:
+            raise BadInput(f"--into must be predictions or shadow, not {into!r}")
+        parse_model_ref(model)
+        req = RescoreRequest(
+            model,
+            parse_time(start, now, "--from"),
+            parse_time(end, now, "--to") if end is not None else None,
+            Into(into),
+            source,
+            against,
+        )
+    except BadInput as exc:
+        usage(ctx, exc)
+    s = _settings()
+    try:
+        result = run_rescore(s, req, show_progress=not quiet)
+    except BadInput as exc:
+        usage(ctx, exc)
+    except StreamscoreError as exc:
+        failed(exc)
+    if as_json:
+        assert result.comparison is not None
+        counts = {
+            k: getattr(result, k) for k in ("source", "topic", "variant", "records", "produced", "failed")
+        }
+        typer.echo(json.dumps(counts | {"comparison": result.comparison.as_dict()}, indent=2))
+        return
+    from streams.rescore_view import show
+
+    show(result)
+
+
 def register(app: typer.Typer) -> None:
     """Add the analyst commands to the main ``streamscore`` app."""
     app.command("replay")(replay)
+    app.command("rescore")(rescore)
     app.command("tail")(tail)

@@ -1,4 +1,4 @@
-"""Progress on stderr (rich): offsets done of the planned total, percent, records written, rate."""
+"""Progress on stderr (rich): percent of the planned offsets, records written, offsets/s, elapsed."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ def progress_bar(enabled: bool = True) -> Progress:
     """A progress display on stderr; ``task.fields['records']`` is the count written."""
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=24),
         TaskProgressColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} offsets, {task.fields[records]:,} records"),
+        TextColumn("{task.fields[records]:,} records"),
         RateColumn(),
         TimeElapsedColumn(),
         console=Console(stderr=True),

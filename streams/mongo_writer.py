@@ -1,7 +1,18 @@
-"""MongoDB side of the sink: the client, the indexes, and one batch's idempotent bulk upsert.
+"""MongoDB side of the sink: the client, the indexes, and one batch's idempotent write.
 
-Every document has a deterministic ``_id`` and is written with ``ReplaceOne(upsert=True)`` in an
-unordered bulk write, so a re-delivered prediction replaces itself instead of adding a copy.
+Every document has a deterministic ``_id`` and is written with ``ReplaceOne(upsert=True)`` in
+unordered bulk writes, so a re-delivered prediction replaces itself instead of adding a copy.
+Two modes (``sink.write_mode``; ``auto`` picks by server):
+
+- ``upsert`` (MongoDB): every document as an upsert.
+- ``insert-first`` (FerretDB): an unordered ``insert_many``; only the documents refused as
+  duplicates (a re-delivery) are then upserted. Same end state, but FerretDB 1.x's SQLite
+  backend commits each upsert in its own transaction (~100/s) while an insert batch is one.
+
+Upserts go out in bulks of at most ``sink.upsert_chunk`` operations: FerretDB 1.24 deadlocks on
+an ``update`` command that matches 100 or more existing documents (it keeps one pooled SQLite
+connection open per statement until the command ends, and the pool holds 100).
+
 Errors are sorted in two kinds (``classify``):
 
 - transient (network, not primary, timeouts, shutdown, write-concern failures, codes pymongo
@@ -16,6 +27,7 @@ than dead-lettering every document because of, say, a permission change.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +47,7 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from streamscore.errors import ConfigError, TransientError
-from streamscore.settings import MongoSettings
+from streamscore.settings import MongoSettings, SinkSettings
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +71,8 @@ DATA_ERROR_CODES = frozenset(
         17420,  # document too large after update (replacement)
     }
 )
+
+DUPLICATE_KEY = 11000
 
 #: name → index keys, created at start (idempotent).
 INDEXES: dict[str, list[tuple[str, int]]] = {
@@ -110,53 +124,79 @@ def classify(code: int | None) -> str:
 
 
 @dataclass
-class BulkUpsert:
-    """One batch's upserts, kept across retries: what is pending, what was rejected.
+class BatchWrite:
+    """One batch's writes, kept across retries: what is pending, what was rejected.
 
-    ``await attempt()`` writes what is pending; it raises MongoUnavailable while anything is left
-    to retry, so ``retry_transient(batch.attempt, ...)`` drives it to the end.
+    Documents start in ``to_insert`` (insert-first mode) or ``to_replace`` (upsert mode). An insert
+    refused as a duplicate moves the document to ``to_replace``; replacements go out as unordered
+    ``ReplaceOne(upsert=True)`` bulks of at most ``chunk`` operations. ``await attempt()`` raises
+    MongoUnavailable while anything is left to retry, so ``retry_transient(batch.attempt, ...)``
+    drives it to the end; indexes are positions in the batch.
     """
 
     collection: AsyncCollection[Any]
-    pending: dict[int, RawBSONDocument]
+    chunk: int
+    to_insert: dict[int, RawBSONDocument] = field(default_factory=dict)
+    to_replace: dict[int, RawBSONDocument] = field(default_factory=dict)
     rejected: dict[int, Rejected] = field(default_factory=dict)
     written: int = 0
 
     async def attempt(self) -> int:
-        if not self.pending:
-            return self.written
-        order = list(self.pending)
-        docs = [self.pending[i] for i in order]
-        requests: list[ReplaceOne[Any]] = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
+        if self.to_insert:
+            await self._run(self.to_insert, insert=True)
+        while self.to_replace:
+            part = dict(itertools.islice(self.to_replace.items(), self.chunk))
+            await self._run(part, insert=False)
+        return self.written
+
+    async def _run(self, part: dict[int, RawBSONDocument], insert: bool) -> None:
+        order = list(part)
+        docs = [part[i] for i in order]
+        retry: set[int] = set()
+        moved: set[int] = set()
+        first = ""
         try:
-            await self.collection.bulk_write(requests, ordered=False)
+            if insert:
+                await self.collection.insert_many(docs, ordered=False)
+            else:
+                ops: list[ReplaceOne[Any]] = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
+                await self.collection.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
-            self._settle(order, dict(exc.details))
-            if self.pending:
-                raise MongoUnavailable(f"{len(self.pending)} document(s) to retry: {_first(exc)}") from exc
-            return self.written
+            retry, moved = self._settle(order, dict(exc.details), insert)
+            first = _first(exc)
         except PyMongoError as exc:
             if is_transient(exc):
                 raise MongoUnavailable(f"{type(exc).__name__}: {exc}") from exc
             raise
-        self.written += len(order)
-        self.pending.clear()
-        return self.written
+        source = self.to_insert if insert else self.to_replace
+        for i in order:
+            doc = source.pop(i)
+            if i in retry:
+                source[i] = doc
+            elif i in moved:
+                self.to_replace[i] = doc
+            elif i not in self.rejected:
+                self.written += 1
+        if retry:
+            raise MongoUnavailable(f"{len(retry)} document(s) to retry: {first}")
 
-    def _settle(self, order: list[int], details: dict[str, Any]) -> None:
+    def _settle(self, order: list[int], details: dict[str, Any], insert: bool) -> tuple[set[int], set[int]]:
+        """Sort a BulkWriteError's documents: (to retry, to move from insert to replace)."""
         retry: set[int] = set()
+        moved: set[int] = set()
         for err in details.get("writeErrors", []):
-            batch_index = order[err["index"]]
+            index = order[err["index"]]
             code = err.get("code")
-            if classify(code) == "data":
-                self.rejected[batch_index] = Rejected(code, str(err.get("errmsg", ""))[:2000])
+            if insert and code == DUPLICATE_KEY:
+                moved.add(index)
+            elif classify(code) == "data":
+                self.rejected[index] = Rejected(code, str(err.get("errmsg", ""))[:2000])
             else:
-                retry.add(batch_index)
+                retry.add(index)
         if details.get("writeConcernErrors"):
-            # Applied but not acknowledged as configured: redo everything not rejected (idempotent).
-            retry = {i for i in order if i not in self.rejected}
-        self.written += len([i for i in order if i not in retry and i not in self.rejected])
-        self.pending = {i: self.pending[i] for i in order if i in retry}
+            # Applied but not acknowledged as configured: redo all but the rejected (idempotent).
+            retry = {i for i in order if i not in self.rejected} - moved
+        return retry, moved
 
 
 def _first(exc: BulkWriteError) -> str:
@@ -167,7 +207,7 @@ def _first(exc: BulkWriteError) -> str:
 class MongoWriter:
     """The async client and the predictions collection."""
 
-    def __init__(self, settings: MongoSettings, max_document_bytes: int | None = None) -> None:
+    def __init__(self, settings: MongoSettings, sink: SinkSettings) -> None:
         self.settings = settings
         self.client: AsyncMongoClient[Any] = AsyncMongoClient(
             settings.url.get_secret_value(),
@@ -179,14 +219,26 @@ class MongoWriter:
         self.collection: AsyncCollection[Any] = self.client[settings.database].get_collection(
             settings.collection, write_concern=write_concern(settings.write_concern)
         )
-        self.max_document_bytes = max_document_bytes
+        self.max_document_bytes = sink.max_document_bytes
+        self.mode = sink.write_mode
+        self.chunk = sink.upsert_chunk
+        self.server = ""
+
+    @property
+    def insert_first(self) -> bool:
+        return self.mode == "insert-first"
 
     async def start(self) -> None:
-        """Learn the server's document size limit and create the indexes. Raises MongoUnavailable."""
+        """Learn the server (size limit, FerretDB or not), create the indexes. Raises MongoUnavailable."""
         try:
             hello = await self.client.admin.command("hello")
             if self.max_document_bytes is None:
                 self.max_document_bytes = int(hello.get("maxBsonObjectSize", 16 * 1024 * 1024))
+            info = await self.client.admin.command("buildInfo")
+            ferret = info.get("ferretdbVersion")
+            self.server = f"FerretDB {ferret}" if ferret else f"MongoDB {info.get('version')}"
+            if self.mode == "auto":
+                self.mode = "insert-first" if ferret else "upsert"
             await self.ensure_indexes()
         except PyMongoError as exc:
             if is_transient(exc):
@@ -204,9 +256,12 @@ class MongoWriter:
             return False
         return True
 
-    def upsert(self, docs: Sequence[RawBSONDocument]) -> BulkUpsert:
-        """A bulk upsert of ``docs``; indexes in ``rejected`` refer to positions in ``docs``."""
-        return BulkUpsert(self.collection, dict(enumerate(docs)))
+    def batch(self, docs: Sequence[RawBSONDocument]) -> BatchWrite:
+        """The writes of ``docs`` in this writer's mode; ``rejected`` keys are positions in ``docs``."""
+        indexed = dict(enumerate(docs))
+        if self.insert_first:
+            return BatchWrite(self.collection, self.chunk, to_insert=indexed)
+        return BatchWrite(self.collection, self.chunk, to_replace=indexed)
 
     async def close(self) -> None:
         await self.client.close()

@@ -136,7 +136,7 @@ class Sink:
         self.progress = ProgressWatch(
             COMPONENT, settings.health.stall_after_s, backlog=lambda: self.state.in_flight
         )
-        self.writer = MongoWriter(settings.mongo, settings.sink.max_document_bytes)
+        self.writer = MongoWriter(settings.mongo, settings.sink)
         big: dict[str, Any] = {"message.max.bytes": DLQ_MAX_MESSAGE_BYTES}
         self.dlq = AsyncProducer(producer_config(settings, "sink-dlq", **big))
 
@@ -149,7 +149,12 @@ class Sink:
     async def start(self) -> None:
         await self._retry(self.writer.start, "mongodb-start")
         self.state.started = self.state.mongo_ok = True
-        log.info("sink_started", max_document_bytes=self.writer.max_document_bytes)
+        log.info(
+            "sink_started",
+            server=self.writer.server,
+            write_mode=self.writer.mode,
+            max_document_bytes=self.writer.max_document_bytes,
+        )
 
     async def watch_mongo(self) -> None:
         """Keep ``mongo_ok`` current, so an idle sink also reports an outage."""
@@ -176,7 +181,7 @@ class Sink:
         self.state.in_flight = True
         prepared: Prepared = await self._retry(lambda: self._prepare(events), "registry")
         if prepared.docs:
-            batch = self.writer.upsert(prepared.docs)
+            batch = self.writer.batch(prepared.docs)
             started = time.perf_counter()
             await self._retry(batch.attempt, "mongodb-write")
             acked = datetime.now(UTC)

@@ -193,7 +193,9 @@ class SinkSettings(BaseModel):
     ``app_id`` is also the Kafka consumer group. ``max_document_bytes`` defaults to the server's
     ``maxBsonObjectSize``; a larger document goes to the DLQ (stage ``sink-data``).
     ``shutdown_grace_s`` is how long a stop waits for an in-flight batch before the process exits
-    without committing it.
+    without committing it. ``write_mode``: ``upsert`` (every document a ReplaceOne upsert),
+    ``insert-first`` (insert, upsert only duplicates), ``auto`` (insert-first on FerretDB, else
+    upsert); ``upsert_chunk`` caps the upserts per command (FerretDB 1.x deadlocks at 100).
     """
 
     app_id: str = Field(default="streamscore-sink", min_length=1)
@@ -204,6 +206,8 @@ class SinkSettings(BaseModel):
     ping_interval_s: float = Field(default=2.0, gt=0)
     max_document_bytes: int | None = Field(default=None, ge=1024)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    write_mode: Literal["auto", "upsert", "insert-first"] = "auto"
+    upsert_chunk: int = Field(default=64, ge=1, le=100_000)
     datadir: Path = REPO_ROOT / ".stack" / "faust"
     model_config = {"extra": "allow"}
 

@@ -20,7 +20,7 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from streams.mongo_writer import BulkUpsert, MongoUnavailable, classify, is_transient, write_concern
+from streams.mongo_writer import BatchWrite, MongoUnavailable, classify, is_transient, write_concern
 from streams.sink import Sink, document_id, to_document
 from streamscore.avro import AvroCodec, load_schema
 from streamscore.errors import ConfigError
@@ -95,7 +95,7 @@ def test_write_error_codes_classify_per_document():
 
 
 class FakeCollection:
-    """Records the bulk requests; raises the queued errors in turn."""
+    """Records the requests (``+id`` insert, ``id`` upsert); raises the queued errors in turn."""
 
     def __init__(self, *errors: Exception) -> None:
         self.errors = list(errors)
@@ -103,7 +103,14 @@ class FakeCollection:
 
     async def bulk_write(self, requests: list[Any], ordered: bool) -> None:
         assert ordered is False
+        assert all(r._upsert for r in requests)
         self.calls.append([r._filter["_id"] for r in requests])
+        if self.errors:
+            raise self.errors.pop(0)
+
+    async def insert_many(self, docs: list[Any], ordered: bool) -> None:
+        assert ordered is False
+        self.calls.append(["+" + d["_id"] for d in docs])
         if self.errors:
             raise self.errors.pop(0)
 
@@ -112,7 +119,7 @@ def raw_docs(n: int) -> list[RawBSONDocument]:
     return [RawBSONDocument(bson.encode({"_id": f"d{i}", "x": i})) for i in range(n)]
 
 
-async def run_to_end(batch: BulkUpsert) -> int:
+async def run_to_end(batch: BatchWrite) -> int:
     while True:
         try:
             return await batch.attempt()
@@ -131,7 +138,7 @@ async def test_bulk_upsert_rejects_data_errors_and_retries_only_transient_ones()
         }
     )
     coll = FakeCollection(error)
-    batch = BulkUpsert(coll, dict(enumerate(raw_docs(5))))  # type: ignore[arg-type]
+    batch = BatchWrite(coll, 64, to_replace=dict(enumerate(raw_docs(5))))  # type: ignore[arg-type]
     assert await run_to_end(batch) == 4
     assert coll.calls == [["d0", "d1", "d2", "d3", "d4"], ["d3"]]
     assert list(batch.rejected) == [1] and batch.rejected[1].code == 10334
@@ -145,15 +152,40 @@ async def test_write_concern_error_redoes_every_document_not_rejected():
         }
     )
     coll = FakeCollection(error, AutoReconnect("reset"))
-    batch = BulkUpsert(coll, dict(enumerate(raw_docs(3))))  # type: ignore[arg-type]
+    batch = BatchWrite(coll, 64, to_replace=dict(enumerate(raw_docs(3))))  # type: ignore[arg-type]
     assert await run_to_end(batch) == 2
     assert coll.calls == [["d0", "d1", "d2"], ["d1", "d2"], ["d1", "d2"]]
     assert list(batch.rejected) == [0]
 
 
+async def test_insert_first_upserts_only_duplicates_in_chunks():
+    error = BulkWriteError(
+        {
+            "writeErrors": [
+                {"index": 0, "code": 11000, "errmsg": "E11000 duplicate key"},
+                {"index": 2, "code": 11000, "errmsg": "E11000 duplicate key"},
+                {"index": 3, "code": 11000, "errmsg": "E11000 duplicate key"},
+                {"index": 4, "code": 10334, "errmsg": "too large"},
+                {"index": 5, "code": 6, "errmsg": "host unreachable"},
+            ],
+            "writeConcernErrors": [],
+        }
+    )
+    coll = FakeCollection(error)
+    batch = BatchWrite(coll, 2, to_insert=dict(enumerate(raw_docs(6))))  # type: ignore[arg-type]
+    assert await run_to_end(batch) == 5
+    assert coll.calls == [
+        ["+d0", "+d1", "+d2", "+d3", "+d4", "+d5"],
+        ["+d5"],
+        ["d0", "d2"],
+        ["d3"],
+    ]
+    assert list(batch.rejected) == [4]
+
+
 async def test_a_non_transient_error_outside_a_bulk_result_is_raised():
     coll = FakeCollection(DuplicateKeyError("dup", 121))
-    batch = BulkUpsert(coll, dict(enumerate(raw_docs(1))))  # type: ignore[arg-type]
+    batch = BatchWrite(coll, 64, to_replace=dict(enumerate(raw_docs(1))))  # type: ignore[arg-type]
     with pytest.raises(DuplicateKeyError):
         await batch.attempt()
 

@@ -72,7 +72,7 @@ def inspect_panel(letter: Letter, decoded: Decoded) -> Panel:
     stack = letter.get("exception.stacktrace")
     if stack:
         parts += ["\n[bold]stack[/]", Syntax(stack, "pytb", word_wrap=True)]
-    return Panel(Group(*parts), title=letter.where, title_align="left")
+    return Panel(Group(*parts), title=letter.where, title_align="left", expand=False)
 
 
 def redrive_table(results: Sequence[Redriven]) -> Table:

@@ -54,6 +54,7 @@ class SourceState:
     """What health checks and tests read about a source."""
 
     committed: StoredCursor
+    position: str | None = None  # the fetcher's, ahead of ``committed`` by the queued pages
     caught_up: bool = False
     failures: int = 0
     last_error: str | None = None
@@ -80,7 +81,7 @@ class SourcePoller:
         self.records_path = split_path(source.records_path)
         self.id_path = split_path(source.id_path)
         self.time_path = split_path(source.time_path)
-        self.state = SourceState(committed=start)
+        self.state = SourceState(committed=start, position=start.position)
         self.watch = ProgressWatch(
             f"{COMPONENT}-{source.name}",
             settings.health.stall_after_s,
@@ -143,7 +144,7 @@ class SourcePoller:
     async def _fetch_loop(
         self, client: SourceClient, queue: asyncio.Queue[PageBatch], stop: asyncio.Event
     ) -> None:
-        position = self.state.committed.position
+        position = self.state.position = self.state.committed.position
         records = self.state.committed.records
         guard = NoProgressGuard()
         seen_at: str | None = position
@@ -192,7 +193,7 @@ class SourcePoller:
             self._lag(items)
             if batch.records or batch.letters or step.position != position:
                 await queue.put(batch)
-            position = step.position
+            position = self.state.position = step.position
             self.state.caught_up = len(items) < self.source.page_size
             if self.state.caught_up:
                 await sleep_or_stop(stop, self.source.poll_interval_s)

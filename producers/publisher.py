@@ -47,7 +47,10 @@ class PagePublisher:
         self.dlq_topic = dlq_topic(source.name)
         self.transactional = source.transactional
         self.timeout_s = source.transaction_timeout_s
-        overrides = {"transaction.timeout.ms": int(self.timeout_s * 1000)} if self.transactional else {}
+        overrides: dict[str, int] = {}
+        if self.transactional:  # librdkafka wants delivery.timeout.ms <= transaction.timeout.ms
+            ms = int(self.timeout_s * 1000)
+            overrides = {"transaction.timeout.ms": ms, "delivery.timeout.ms": ms}
         conf = producer_config(
             settings,
             f"poller-{source.name}",

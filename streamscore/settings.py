@@ -215,8 +215,8 @@ class SinkSettings(BaseModel):
 class FaultRule(BaseModel):
     """When a demo-API fault fires, counted over data requests (1-based ``n``).
 
-    Deterministic: on every ``every``-th request after ``after`` (``burst`` requests in a row,
-    ending on the multiple). Random: with ``probability`` (seeded by ``DemoFaults.seed``).
+    Deterministic: on requests ``after + 1``, ``after + 1 + every``, ... (``burst`` requests in a
+    row each time). Random: with ``probability`` (seeded by ``DemoFaults.seed``).
     """
 
     model_config = {"extra": "forbid"}

@@ -26,10 +26,8 @@ KINDS = (
 
 def fires(rule: FaultRule, n: int, rng: random.Random) -> bool:
     """Whether ``rule`` fires on request ``n`` (1-based)."""
-    if rule.every > 0 and n > rule.after:
-        k = n - rule.after
-        if (k - 1) % rule.every >= rule.every - rule.burst:
-            return True
+    if rule.every > 0 and n > rule.after and (n - rule.after - 1) % rule.every < rule.burst:
+        return True
     return rule.probability > 0 and rng.random() < rule.probability
 
 

@@ -1,0 +1,128 @@
+"""Helpers of the poller's integration tests: demo API settings, a poller task, topic readers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from producers.demo_api.server import DemoApi
+from producers.poller import SourcePoller, run_poller, start_pollers
+from streamscore.avro import AvroCodec, load_schema, subject_for
+from streamscore.dlq import parse_headers
+from streamscore.kafka_config import reader_config
+from streamscore.registry import SchemaRegistry
+from streamscore.settings import DemoApiSettings, Settings
+from streamscore.topics import dlq_topic, raw_topic
+
+
+def demo(backlog: int = 2000, **kw: Any) -> DemoApiSettings:
+    """Demo API settings on a free port with a fixed backlog; ``faults`` as a dict."""
+    return DemoApiSettings(host="127.0.0.1", port=0, backlog=backlog, **kw)
+
+
+def source(name: str, url: str, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": name,
+        "url": f"{url}/transactions",
+        "page_size": 200,
+        "rate_limit_per_s": 200.0,
+        "poll_interval_s": 0.2,
+        "backoff_initial_s": 0.05,
+        "backoff_cap_s": 0.5,
+        "failure_cooldown_s": 1.0,
+        "read_timeout_s": 2.0,
+        "total_timeout_s": 5.0,
+    }
+    return base | kw
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 20.0) -> list[Any]:
+    """Every committed message of ``topic`` (read_committed), read to the end of each partition."""
+    consumer = Consumer(reader_config(settings, "test-reader", **{"enable.partition.eof": True}))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = sorted(meta.partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        pending = set(parts)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition())
+                        continue
+                    raise RuntimeError(err.str())
+                out.append(msg)
+        assert not pending, f"{topic}: partitions {pending} not read to the end in {timeout_s}s"
+        return out
+    finally:
+        consumer.close()
+
+
+def raw_ids(settings: Settings, name: str) -> list[str]:
+    """Record ids in ``raw.<name>``; checks key == record_id == the payload's id on the way."""
+    import orjson
+
+    codec = AvroCodec(
+        SchemaRegistry(settings.registry), subject_for(raw_topic(name)), load_schema("RawRecord")
+    )
+    ids = []
+    for msg in read_topic(settings, raw_topic(name)):
+        value = codec.decode(msg.value())
+        rid = value["record_id"]
+        assert msg.key().decode() == rid
+        assert orjson.loads(value["payload"])["id"] == rid
+        assert value["source"] == name
+        ids.append(rid)
+    return ids
+
+
+def dlq_letters(settings: Settings, name: str) -> list[tuple[dict[str, str], bytes]]:
+    return [(parse_headers(m.headers()), m.value()) for m in read_topic(settings, dlq_topic(name))]
+
+
+def done(api: DemoApi, poller: SourcePoller, total: int) -> bool:
+    """All ``total`` records served, the poller caught up and everything fetched committed."""
+    s = poller.state
+    return api.ledger.summary()["count"] >= total and s.caught_up and s.committed.position == s.position
+
+
+async def wait_for(cond: Callable[[], bool], timeout_s: float, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class PollerRun:
+    """The poller of ``settings`` running as a task of this event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.pollers: list[SourcePoller] = []
+
+    async def __aenter__(self) -> PollerRun:
+        self.pollers = await start_pollers(self.settings)
+
+        async def run() -> None:
+            await asyncio.gather(*(p.run(self.stop) for p in self.pollers))
+
+        self.task = asyncio.create_task(run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, timeout=20)
+
+
+__all__ = ["PollerRun", "run_poller"]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -187,3 +191,23 @@ def test_tail_shows_new_records_only(topic_data):
     assert tail(settings, TailRequest(topic, limit=2), out=out, on_ready=produce_fresh) == 2
     shown = [json.loads(line)["transaction_id"] for line in out.getvalue().splitlines()]
     assert sorted(shown) == sorted(t["transaction_id"] for t in fresh)
+
+
+def test_tail_ctrl_c_exits_zero(topic_data):
+    settings, topic, _, _ = topic_data
+    env = os.environ | cli_env(settings)
+    cmd = [sys.executable, "-m", "streamscore.cli", "tail", topic, "--from-beginning"]
+    child = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint
+    )
+    try:
+        first = json.loads(child.stdout.readline())  # records are flowing: the consumer is running
+        assert first["_offset"] == 0
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=15) == 0, child.stderr.read()
+    finally:
+        child.kill()
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # background shells start children with SIGINT ignored

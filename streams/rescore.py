@@ -128,8 +128,9 @@ def _chunks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
 
 @dataclass
 class _Job:
+    """One rescore run: plan the ranges, score and produce, then find the baseline."""
+
     settings: Settings
-    req: RescoreRequest
     scorer: Scorer
     baseline: str
     consumer: Consumer
@@ -256,7 +257,7 @@ def rescore(settings: Settings, req: RescoreRequest, show_progress: bool = True)
     result = RescoreResult(source, topic, variant)
     consumer = open_reader(settings, "rescore", **{"enable.partition.eof": True})
     registry = SchemaRegistry(settings.registry)
-    job = _Job(settings, req, scorer, baseline, consumer, registry, result, (start, end))
+    job = _Job(settings, scorer, baseline, consumer, registry, result, (start, end))
     try:
         job.plan()
         asyncio.run(job.rescore(show_progress))

@@ -13,6 +13,7 @@ records whose Kafka timestamp is in it, among those between the two offsets.
 from __future__ import annotations
 
 import difflib
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streamscore.analyst.inputs import BadInput, Bound
-from streamscore.avro import AvroCodec
+from streamscore.avro import AvroCodec, split_header, subject_for
 from streamscore.errors import DecodeError, TransientError
 from streamscore.kafka_config import reader_config
 from streamscore.registry import SchemaRegistry
@@ -171,7 +172,7 @@ class Decoder:
     def __init__(self, registry: SchemaRegistry, topic: str, contract: dict[str, Any] | None) -> None:
         self.registry = registry
         self.topic = topic
-        self.codec = AvroCodec(registry, f"{topic}-value", contract, register=False) if contract else None
+        self.codec = AvroCodec(registry, subject_for(topic), contract, register=False) if contract else None
 
     @property
     def schema(self) -> dict[str, Any] | None:
@@ -184,14 +185,10 @@ class Decoder:
         return self.codec.decode(data)
 
     def _first_writer(self, data: bytes | None) -> AvroCodec:
-        import json
-
-        from streamscore.avro import split_header
-
         if data is None:
             raise DecodeError("value is null (tombstone)")
         schema_id, _ = split_header(data)
         text = self.registry.schema_by_id(schema_id)
         if text is None:
             raise DecodeError(f"schema id {schema_id} is unknown to the registry")
-        return AvroCodec(self.registry, f"{self.topic}-value", json.loads(text), register=False)
+        return AvroCodec(self.registry, subject_for(self.topic), json.loads(text), register=False)

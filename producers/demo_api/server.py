@@ -120,20 +120,23 @@ class DemoApi:
             return offset
         return 0
 
-    def _log(self, request: web.Request, t: float, fault: str | None, status: int) -> None:
+    def _log(self, request: web.Request, t: float, fault: str | None, status: int, **extra: Any) -> None:
         self.ledger.statuses[status] += 1
         if fault:
             self.ledger.faults[fault] += 1
-        self.ledger.requests.append(
-            {"n": self.n, "t": t, "fault": fault, "status": status, "query": dict(request.query)}
-        )
+        entry = {"n": self.n, "t": t, "fault": fault, "status": status, "query": dict(request.query)}
+        self.ledger.requests.append(entry | extra)
 
-    def _throttle(self) -> web.Response:
+    def _throttle(self, request: web.Request, t: float) -> web.Response:
+        """429 with Retry-After; the log entry keeps the deadline it announced (``not_before``)."""
         f = self.settings.faults
         if f.retry_after_form == "http-date":
-            value = formatdate(int(time.time()) + f.retry_after_s + 1, usegmt=True)
+            not_before = float(int(time.time()) + f.retry_after_s + 1)
+            value = formatdate(not_before, usegmt=True)
         else:
+            not_before = time.time() + f.retry_after_s
             value = str(f.retry_after_s)
+        self._log(request, t, "throttle", 429, not_before=not_before)
         return web.json_response({"error": "rate limited"}, status=429, headers={"Retry-After": value})
 
     # --- handlers -----------------------------------------------------------------------
@@ -154,8 +157,7 @@ class DemoApi:
             return web.json_response({"error": f"bad request: {exc}"}, status=400)
         fault = self.plan.pick(self.n)
         if fault == "throttle":
-            self._log(request, t, fault, 429)
-            return self._throttle()
+            return self._throttle(request, t)
         if fault == "error":
             status = self.settings.faults.error_status
             self._log(request, t, fault, status)

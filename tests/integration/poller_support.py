@@ -126,3 +126,23 @@ class PollerRun:
 
 
 __all__ = ["PollerRun", "run_poller"]
+
+
+async def poll_to_end(
+    make_settings: Callable[..., Settings],
+    api_settings: DemoApiSettings,
+    timeout_s: float = 25.0,
+    **source_kw: Any,
+) -> tuple[DemoApi, Settings, str, SourcePoller]:
+    """Serve ``api_settings``, poll one fresh source until every record is committed, stop."""
+    from producers.demo_api.server import serving
+    from tests.conftest import unique
+
+    total = api_settings.backlog if api_settings.max_records is None else api_settings.max_records
+    async with serving(api_settings) as (api, url):
+        name = unique("pf")
+        settings = make_settings(sources=[source(name, url, **source_kw)])
+        async with PollerRun(settings) as run:
+            poller = run.pollers[0]
+            await wait_for(lambda: done(api, poller, total), timeout_s, "all records committed")
+    return api, settings, name, poller

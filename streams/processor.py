@@ -16,7 +16,9 @@ withheld from Faust's commit so they are read again after the restart.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -34,7 +36,6 @@ from streamscore.settings import Settings
 from streamscore.topics import clean_topic, predictions_topic, raw_topic
 
 log = structlog.get_logger(__name__)
-APP_ID = "streamscore-processor"
 COMPONENT = "processor"
 Handle = Callable[[Sequence[Incoming], Emit], Awaitable[BatchResult]]
 
@@ -65,20 +66,21 @@ class Processor:
         self.models = models
         self.failing: set[str] = set()
         self.producer: AsyncProducer | None = None
+        p = settings.processor
+        biggest = max(p.clean_batch_size, p.score_batch_size)
+        datadir = Path(tempfile.gettempdir()) / "streamscore-faust" / p.app_id  # unused: no tables
+        datadir.parent.mkdir(parents=True, exist_ok=True)
         self.app = create_app(
             settings,
-            APP_ID,
+            p.app_id,
             COMPONENT,
             settings.health.processor_port,
-            stream_buffer_maxsize=4
-            * max(settings.processor.clean_batch_size, settings.processor.score_batch_size),
-            broker_max_poll_records=max(
-                settings.processor.clean_batch_size, settings.processor.score_batch_size
-            ),
+            stream_buffer_maxsize=4 * biggest,
+            broker_max_poll_records=biggest,
+            datadir=str(datadir),
         )
-        self.watch = ProgressWatch(
-            COMPONENT, settings.health.stall_after_s, backlog=lambda: bool(self.failing)
-        )
+        stall = settings.health.stall_after_s
+        self.watch = ProgressWatch(COMPONENT, stall, backlog=lambda: bool(self.failing))
         health = self.app.health  # type: ignore[attr-defined]
         health.add_check("progress", self.watch.check)
         health.add_check("outputs", self._outputs_check)

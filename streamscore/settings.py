@@ -161,6 +161,8 @@ class ProcessorSettings(BaseModel):
     scores every record into ``predictions-shadow.<source>``.
     """
 
+    app_id: str = Field(default="streamscore-processor", pattern=r"^[A-Za-z0-9_.\-]{1,100}$")
+    """Faust app id = consumer group; change it only to run an independent second pipeline."""
     clean_batch_size: int = Field(default=500, ge=1, le=100_000)
     score_batch_size: int = Field(default=500, ge=1, le=100_000)
     batch_within_s: float = Field(default=0.05, gt=0, le=60)

@@ -282,6 +282,7 @@ def build_app(settings: Settings) -> faust.App:
     topics = [predictions_topic(s.name) for s in settings.sources]
     codecs = {t: codec(registry, settings, t) for t in topics}
     cfg = settings.sink
+    cfg.datadir.mkdir(parents=True, exist_ok=True)
     app = create_app(
         settings,
         cfg.app_id,

@@ -95,5 +95,6 @@ class LagExporter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
         finally:
+            self.probe.close()
             await health.stop()
             log.info("exporter_stopped")

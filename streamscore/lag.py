@@ -35,7 +35,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streamscore.errors import TransientError
-from streamscore.kafka_config import admin_config, reader_config
+from streamscore.kafka_config import admin_config, consumer_config, reader_config
 from streamscore.settings import Settings
 from streamscore.topics import clean_topic, predictions_topic, raw_topic
 
@@ -76,22 +76,45 @@ def next_offset(committed: int | None, log_start: int, log_end: int) -> tuple[in
 
 
 def pipeline_groups(settings: Settings) -> dict[str, list[str]]:
-    """The pipeline's consumer groups and the topics each must consume (even before a commit)."""
+    """The pipeline's consumer groups (the apps' ids) and the topics each must consume."""
     names = [s.name for s in settings.sources]
+    processor = getattr(settings.processor, "app_id", PROCESSOR_GROUP)
+    sink = getattr(settings.sink, "app_id", SINK_GROUP)
     return {
-        PROCESSOR_GROUP: [t for n in names for t in (raw_topic(n), clean_topic(n))],
-        SINK_GROUP: [predictions_topic(n) for n in names],
+        processor: [t for n in names for t in (raw_topic(n), clean_topic(n))],
+        sink: [predictions_topic(n) for n in names],
     }
 
 
 class LagProbe:
-    """Measures lag with one admin client; a throwaway reader per call reads record timestamps."""
+    """Measures lag with one admin client; a throwaway reader per call reads record timestamps.
 
-    def __init__(self, settings: Settings, timeout_s: float = 10.0, read_timeout_s: float = 5.0) -> None:
+    librdkafka aborts the whole process when a *group* admin request (ListConsumerGroupOffsets,
+    DescribeConsumerGroups) times out (``rd_kafka_enq_once_del_source_return: Assertion
+    `eonce->refcnt > 0'``, librdkafka issue 4605, reproduced with 2.16). So the pipeline groups,
+    whose topics are known, are measured without them: committed offsets come from a consumer's
+    OffsetFetch (``Consumer.committed``), which fails cleanly. Only other groups, whose topics must
+    be discovered, use the group admin calls, with a long timeout (``discover_timeout_s``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        timeout_s: float = 10.0,
+        read_timeout_s: float = 5.0,
+        discover_timeout_s: float = 60.0,
+    ) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
         self.read_timeout_s = read_timeout_s
+        self.discover_timeout_s = discover_timeout_s
         self.admin = AdminClient(admin_config(settings))
+        self._offset_readers: dict[str, Consumer] = {}
+
+    def close(self) -> None:
+        for consumer in self._offset_readers.values():
+            consumer.close()
+        self._offset_readers.clear()
 
     # --- broker calls -------------------------------------------------------------------------
     def all_groups(self) -> list[str]:
@@ -104,10 +127,29 @@ class LagProbe:
         meta = self.admin.list_topics(timeout=self.timeout_s)
         return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}
 
+    def committed_on(self, group: str, keys: Sequence[Key]) -> dict[Key, int]:
+        """Committed offsets of ``group`` on ``keys`` via OffsetFetch (never joins the group)."""
+        if not keys:
+            return {}
+        reader = self._offset_readers.get(group)
+        if reader is None:  # group.id = the group; never subscribes, never commits
+            # read_uncommitted: the last committed offsets at once, without waiting on (or
+            # failing for) a transaction of the group that has not committed its offsets yet
+            conf = consumer_config(
+                self.settings, group, "lag-offsets", **{"isolation.level": "read_uncommitted"}
+            )
+            reader = self._offset_readers[group] = Consumer(conf)
+        found = reader.committed([TopicPartition(t, p) for t, p in keys], timeout=self.timeout_s)
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in found
+            if tp.error is None and tp.offset != OFFSET_INVALID
+        }
+
     def committed(self, group: str) -> dict[Key, int]:
-        """Committed offsets of a group (empty when it never committed or does not exist)."""
+        """Every committed offset of a group (discovery; a group admin call, see the class doc)."""
         request = [ConsumerGroupTopicPartitions(group)]
-        fut = self.admin.list_consumer_group_offsets(request, request_timeout=self.timeout_s)[group]
+        fut = self.admin.list_consumer_group_offsets(request, request_timeout=self.discover_timeout_s)[group]
         out: dict[Key, int] = {}
         for tp in fut.result().topic_partitions or []:
             if tp.error is None and tp.offset != OFFSET_INVALID:
@@ -117,9 +159,8 @@ class LagProbe:
     def assigned_topics(self, group: str) -> set[str]:
         """Topics assigned to the group's live members (a group may consume before it commits)."""
         try:
-            desc = self.admin.describe_consumer_groups([group], request_timeout=self.timeout_s)[
-                group
-            ].result()
+            futures = self.admin.describe_consumer_groups([group], request_timeout=self.discover_timeout_s)
+            desc = futures[group].result()
         except Exception:  # group unknown to this broker version/protocol: no live members
             return set()
         return {
@@ -190,10 +231,14 @@ class LagProbe:
         counts = self.partitions()
         committed: dict[str, dict[Key, int]] = {}
         keys_of: dict[str, list[Key]] = {}
-        for group in groups:
-            committed[group] = self.committed(group)  # before the log end: committed <= log end
-            topics = {t for t, _ in committed[group]} | set(expected.get(group, ()))
-            topics |= self.assigned_topics(group)
+        for group in groups:  # committed offsets before the log ends: committed <= log end
+            if group in expected:
+                topics = set(expected[group])
+                keys_of[group] = sorted((t, p) for t in topics if t in counts for p in range(counts[t]))
+                committed[group] = self.committed_on(group, keys_of[group])
+                continue
+            committed[group] = self.committed(group)
+            topics = {t for t, _ in committed[group]} | self.assigned_topics(group)
             keys_of[group] = sorted((t, p) for t in topics if t in counts for p in range(counts[t]))
         keys = {k for ks in keys_of.values() for k in ks}
         starts = self.offsets(keys, OffsetSpec.earliest())

@@ -56,6 +56,8 @@ def lag(
         show(lambda: probe.measure(groups), as_json, watch, interval)
     except StreamscoreError as exc:
         _fail(exc)
+    finally:
+        probe.close()
 
 
 def exporter(

@@ -21,7 +21,7 @@ from streamscore.exporter import LagGauges
 from streamscore.kafka_config import admin_config, consumer_config, producer_config
 from streamscore.lag import BacklogCheck, LagProbe
 from streamscore.settings import Settings
-from streamscore.topics import DAY_MS, TopicSpec, ensure_topics
+from streamscore.topics import DAY_MS, TopicSpec, ensure_topics, predictions_topic
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
@@ -65,13 +65,16 @@ def consume_all(settings: Settings, group: str, topic: str, expected: int) -> No
     assert seen == expected
 
 
-def streamscore_lag(group: str) -> dict[tuple[str, int], dict[str, Any]]:
+def streamscore_lag(
+    group: str, env: dict[str, str] | None = None, pass_group: bool = True
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Rows of ``group`` printed by ``streamscore lag --json`` (``--group`` only if pass_group)."""
     out = subprocess.run(
-        [STREAMSCORE, "lag", "--json", "--group", group],
+        [STREAMSCORE, "lag", "--json", *(["--group", group] if pass_group else [])],
         capture_output=True,
         text=True,
         timeout=60,
-        env=os.environ | {"STREAMSCORE_LOG_LEVEL": "WARNING"},
+        env=os.environ | {"STREAMSCORE_LOG_LEVEL": "WARNING"} | (env or {}),
     )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
@@ -173,3 +176,32 @@ def test_committed_offset_deleted_by_retention_counts_from_log_start(stack: None
     assert row["lag_seconds"] == pytest.approx(time.time() - (base_ms / 1000 + 6), abs=5)
     # Kafka's tool counts from the deleted offset; we count what is still there to consume.
     assert tool == (2, 10, 8)
+
+
+def test_pipeline_groups_measured_from_settings_without_group_admin_calls(make_settings: Any) -> None:
+    """Default `streamscore lag`: the sink's group (from settings) on predictions.<source>, listed
+    before it ever committed (lag from the log start), then exact per partition like Kafka's tool."""
+    settings = make_settings()
+    source = settings.sources[0].name
+    group = unique("streamscore-sink-lagtest-")
+    env = {
+        "STREAMSCORE_SOURCES": json.dumps([{"name": source}]),
+        "STREAMSCORE_SINK__APP_ID": group,
+        "STREAMSCORE_PROCESSOR__APP_ID": unique("streamscore-processor-lagtest-"),
+    }
+    ensure_topics(settings)
+    topic = predictions_topic(source)
+    parts = settings.kafka.topic_partitions
+    produce(settings, topic, dict.fromkeys(range(parts), 4), int((time.time() - 60) * 1000))
+
+    before = streamscore_lag(group, env, pass_group=False)
+    assert {k: (r["committed_offset"], r["lag_messages"], r["status"]) for k, r in before.items()} == {
+        (topic, p): (None, 4, "no-commit") for p in range(parts)
+    }
+    commit(settings, group, {(topic, p): p for p in range(parts)})
+    after = streamscore_lag(group, env, pass_group=False)
+    tool = kafka_tool_lag(group)
+    assert set(tool) == set(after)
+    for key, (current, end, lag) in tool.items():
+        assert (after[key]["committed_offset"], after[key]["log_end_offset"]) == (current, end)
+        assert after[key]["lag_messages"] == lag == 4 - key[1]

@@ -98,8 +98,10 @@ class SourcePoller:
             while not stop.is_set():
                 publisher = PagePublisher(self.settings, self.source)
                 try:
+                    started = time.monotonic()
                     await publisher.start()
                     self.state.publisher_ready = True
+                    self.log.info("publisher_ready", seconds=round(time.monotonic() - started, 3))
                     await self._session(client, publisher, stop)
                 except TransientError as exc:
                     kafka_failures += 1

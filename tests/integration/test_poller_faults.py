@@ -77,9 +77,7 @@ async def test_truncated_json_is_fetched_again(make_settings):
 async def test_a_page_that_never_parses_is_quarantined_then_retried(make_settings):
     # requests 3..5 truncated: parse_attempts=3 are spent on one page, which goes to the DLQ
     faults = {"truncate": {"every": 1000, "after": 2, "burst": 3}}
-    api, settings, name, poller = await poll_to_end(
-        make_settings, demo(1000, faults=faults), parse_attempts=3
-    )
+    api, settings, name, _ = await poll_to_end(make_settings, demo(1000, faults=faults), parse_attempts=3)
     assert_ledger_equals_topic(api, settings, name)
     letters = dlq_letters(settings, name)
     assert len(letters) == 1

@@ -178,7 +178,9 @@ def test_committed_offset_deleted_by_retention_counts_from_log_start(stack: None
     assert tool == (2, 10, 8)
 
 
-def test_pipeline_groups_measured_from_settings_without_group_admin_calls(make_settings: Any) -> None:
+def test_pipeline_groups_measured_from_settings_without_group_admin_calls(
+    stack: None, make_settings: Any
+) -> None:
     """Default `streamscore lag`: the sink's group (from settings) on predictions.<source>, listed
     before it ever committed (lag from the log start), then exact per partition like Kafka's tool."""
     settings = make_settings()

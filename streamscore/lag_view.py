@@ -54,6 +54,12 @@ def table(rows: Sequence[PartitionLag], title: str = "consumer lag") -> Table:
         )
     if not rows:
         t.caption = "no partitions: the groups have no commits, no members and no known topics"
+        return t
+    totals = []
+    for group, g in report(rows)["groups"].items():
+        seconds = "?" if g["lag_seconds"] is None else f"{g['lag_seconds']:,.1f} s"
+        totals.append(f"{group}: {g['lag_messages']:,} msgs, {seconds}")
+    t.caption = " | ".join(totals)
     return t
 
 

@@ -141,6 +141,17 @@ class _Row:
         return str(self.txn["transaction_id"]).encode()
 
 
+@dataclass(frozen=True)
+class _ModelMetrics:
+    """Metric children of one (model, variant), bound once."""
+
+    scores: Any
+    fraud: Any
+    legit: Any
+    anomalies: Any
+    low_confidence: Any
+
+
 class ScoreHandler(_Handler):
     """``clean.<source>`` (Transaction) → ``predictions.<source>`` (+ shadow) in micro-batches."""
 
@@ -156,6 +167,7 @@ class ScoreHandler(_Handler):
         self.out = predictions_topic(source)
         self.shadow_out = shadow_topic(source)
         self._stage_latency = metrics.PROCESSOR_STAGE_LATENCY.labels(agent=self.agent)
+        self._metrics: dict[tuple[str, str], _ModelMetrics] = {}
 
     def _runs(self, rows: list[_Row]) -> list[tuple[Scorer, str, str, list[int]]]:
         """(model, variant, topic, row indexes) of every ONNX run this batch needs."""
@@ -240,16 +252,28 @@ class ScoreHandler(_Handler):
                     self._stage_latency.observe((scored_at - row.txn["fetched_at"]).total_seconds())
         return result
 
+    def _bind(self, scorer: Scorer, variant: str) -> _ModelMetrics:
+        labels = {"model": scorer.name, "version": scorer.version, "variant": variant}
+        bound = _ModelMetrics(
+            scores=metrics.SCORES.labels(**labels),
+            fraud=metrics.PREDICTIONS.labels(**labels, label="fraud"),
+            legit=metrics.PREDICTIONS.labels(**labels, label="legit"),
+            anomalies=metrics.ANOMALIES.labels(**labels),
+            low_confidence=metrics.LOW_CONFIDENCE.labels(**labels),
+        )
+        self._metrics[(scorer.card.ref, variant)] = bound
+        return bound
+
     def _prediction(
         self, txn: dict[str, Any], scorer: Scorer, variant: str, o: Outcome, scored_at: datetime
     ) -> bytes:
-        labels = {"model": scorer.name, "version": scorer.version, "variant": variant}
-        metrics.SCORES.labels(**labels).observe(o.score)
-        metrics.PREDICTIONS.labels(**labels, label=o.label).inc()
+        m = self._metrics.get((scorer.card.ref, variant)) or self._bind(scorer, variant)
+        m.scores.observe(o.score)
+        (m.fraud if o.label == "fraud" else m.legit).inc()
         if o.anomaly:
-            metrics.ANOMALIES.labels(**labels).inc()
+            m.anomalies.inc()
         if o.low_confidence:
-            metrics.LOW_CONFIDENCE.labels(**labels).inc()
+            m.low_confidence.inc()
         prediction = Prediction(
             record_id=txn["transaction_id"],
             source=txn["source"],

@@ -23,6 +23,7 @@ from typing import Any
 
 import faust
 import structlog
+from faust.sensors import Monitor
 
 from streams.faust_runtime import create_app, retry_transient, run_worker
 from streams.handlers import BatchResult, CleanHandler, Emit, Incoming, ScoreHandler
@@ -58,6 +59,22 @@ def withhold(events: Sequence[faust.EventT]) -> None:
         event.message.acked = True
 
 
+class QuietMonitor(Monitor):
+    """Faust's statistics sensor without its per-message hooks (we keep our own metrics)."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> dict | None:  # type: ignore[type-arg]
+        return None
+
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+
 class Processor:
     """Wires handlers, the producer and health into one Faust app."""
 
@@ -75,8 +92,9 @@ class Processor:
             p.app_id,
             COMPONENT,
             settings.health.processor_port,
-            stream_buffer_maxsize=4 * biggest,
+            stream_buffer_maxsize=8 * biggest,
             broker_max_poll_records=biggest,
+            Monitor=QuietMonitor,
             datadir=str(datadir),
         )
         stall = settings.health.stall_after_s
@@ -92,7 +110,10 @@ class Processor:
 
     def get_producer(self) -> AsyncProducer:
         if self.producer is None:
-            self.producer = AsyncProducer(producer_config(self.settings, COMPONENT))
+            # each batch waits for its acks right after producing: lingering only adds latency
+            overrides: dict[str, Any] = {"linger.ms": 2}
+            conf = producer_config(self.settings, COMPONENT, **overrides)
+            self.producer = AsyncProducer(conf)
         return self.producer
 
     def _outputs_check(self) -> tuple[bool, str]:

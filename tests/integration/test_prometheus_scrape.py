@@ -150,7 +150,7 @@ def test_prometheus_scrapes_every_process_and_the_lag_metric(processes: Processe
             up = {s["metric"]["component"]: s["value"][1] for s in query(base, 'up{job="streamscore"}')}
             lag = query(base, f'streamscore_consumer_lag_messages{{group="{sink_group}"}}')
             written = query(base, "streamscore_sink_documents_written_total")
-        except httpx.TransportError:
+        except httpx.HTTPError:  # not listening yet, or 503 while its storage starts
             time.sleep(1)
             continue
         if lag and up == dict.fromkeys(COMPONENTS, "1") and written:

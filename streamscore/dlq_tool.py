@@ -140,7 +140,7 @@ def _to_letter(msg: Any) -> Letter:
 
 
 def _start_offsets(
-    consumer: Consumer, topic: str, flt: LetterFilter, timeout_s: float
+    consumer: Consumer, topic: str, flt: LetterFilter, timeout_s: float, last: int | None = None
 ) -> list[TopicPartition]:
     meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
     if meta is None or meta.error is not None:
@@ -157,9 +157,11 @@ def _start_offsets(
         return [
             TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END) for tp in found
         ]
-    return [
-        TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[0]) for p in parts
-    ]
+    starts = []
+    for p in parts:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        starts.append(TopicPartition(topic, p, low if last is None else max(low, high - last)))
+    return starts
 
 
 def read_letters(
@@ -168,15 +170,17 @@ def read_letters(
     flt: LetterFilter | None = None,
     limit: int | None = None,
     timeout_s: float = 10.0,
+    last: int | None = None,
 ) -> Iterator[Letter]:
-    """Letters of ``topics`` matching ``flt``, oldest first per partition, up to the current end."""
+    """Letters of ``topics`` matching ``flt``, oldest first per partition, up to the current end;
+    with ``last``, only among the newest ``last`` records of each partition."""
     flt = flt or LetterFilter()
     conf = reader_config(settings, "dlq-tool", **{"enable.partition.eof": True})
     consumer = Consumer(conf)
     yielded = 0
     try:
         for topic in topics:
-            assignment = _start_offsets(consumer, topic, flt, timeout_s)
+            assignment = _start_offsets(consumer, topic, flt, timeout_s, last)
             ends = {
                 tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout_s)[1] for tp in assignment
             }

@@ -100,9 +100,10 @@ def dlq_list(
     until: UntilOpt = None,
     record_id: RecordOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many letters.")] = 200,
+    last: Annotated[int | None, typer.Option(help="Only the newest N records of each partition.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """One line per dead letter: where, when, stage, record id, original position, error."""
+    """One line per dead letter (oldest first): where, when, stage, record id, original position, error."""
     from streamscore.dlq_tool import dlq_topics, read_letters
     from streamscore.dlq_view import letter_json, list_table, print_json, show
 
@@ -110,7 +111,7 @@ def dlq_list(
     flt = _filter(stage, None, since, until, record_id, None, None)
     topics = dlq_topics(s, source or ())
     try:
-        letters = list(read_letters(s, topics, flt, limit))
+        letters = list(read_letters(s, topics, flt, limit, last=last))
     except StreamscoreError as exc:
         _fail(exc)
     if as_json:

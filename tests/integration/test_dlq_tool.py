@@ -96,6 +96,7 @@ def test_list_filters_by_stage_and_time(letters: tuple[Settings, bytes]) -> None
     assert [x["dlq"]["record.id"] for x in only] == ["r2", "r3"]
     assert cli(settings, "list", "--until", "1h") == []
     assert cli(settings, "list", "--record-id", "r3")[0]["offset"] == 2
+    assert [x["offset"] for x in cli(settings, "list", "--last", "2")] == [1, 2]
 
 
 def test_inspect_decodes_avro_json_and_keeps_bytes(letters: tuple[Settings, bytes]) -> None:

@@ -6,10 +6,12 @@ stored, and only then returns, so Faust acks (and later commits) the batch after
 acknowledged it. While MongoDB is unreachable the batch is retried with backoff, nothing is
 committed (lag grows), ``/readyz`` fails and ``/healthz`` stays alive.
 
-Faust acks a take batch in a ``finally``, also when the agent is cancelled or fails. So a batch
-that MongoDB has not acknowledged must never reach that ``finally``: on a stop the sink waits up
-to ``sink.shutdown_grace_s`` for the in-flight write, and if it is still not acknowledged the
-process exits at once (code 75) without committing; the next owner re-reads the batch.
+Faust acks a take batch in a ``finally``, also when the agent is cancelled or fails, and on stop
+it first waits for every in-flight message to be acked. So a batch that MongoDB has not
+acknowledged must never reach that ``finally``: once the app is stopping (or the agent is
+cancelled) the sink gives the in-flight write up to ``sink.shutdown_grace_s``, and if it is still
+not acknowledged the process exits at once (code 75) without committing; the next owner re-reads
+the batch. An unexpected error in a batch ends the process the same way.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ log = structlog.get_logger(__name__)
 COMPONENT = "sink"
 EXIT_UNCOMMITTED = 75
 DLQ_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+STOP_POLL_S = 0.25
 
 
 def document_id(source: str, record_id: str, model_name: str, model_version: str) -> str:
@@ -127,11 +130,13 @@ class Sink:
         settings: Settings,
         codecs: dict[str, AvroCodec],
         abandon: Callable[[str], NoReturn] = _abandon,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.sources = {predictions_topic(s.name): s.name for s in settings.sources}
         self.codecs = codecs
         self.abandon = abandon
+        self.stopping = stopping
         self.state = SinkState()
         self.progress = ProgressWatch(
             COMPONENT, settings.health.stall_after_s, backlog=lambda: self.state.in_flight
@@ -163,19 +168,33 @@ class Sink:
             await asyncio.sleep(self.settings.sink.ping_interval_s)
 
     async def handle(self, events: Sequence[Any]) -> None:
-        """Process one batch so that returning means: everything is durable (Faust may ack)."""
+        """Process one batch so that returning means: everything is durable (Faust may ack).
+
+        When the app starts stopping (or the agent is cancelled) during the batch, it gets
+        ``shutdown_grace_s`` to finish; otherwise the process exits without committing.
+        """
         task = asyncio.ensure_future(self.process(events))
         try:
-            await asyncio.shield(task)
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=STOP_POLL_S)
+                if done or self.stopping():
+                    break
+            await self._finish(task, "stopping")
         except asyncio.CancelledError:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task}, timeout=self.settings.sink.shutdown_grace_s)
-            if not task.done() or task.cancelled() or task.exception() is not None:
-                self.abandon("stopped while a batch was not acknowledged by MongoDB")
+            await self._finish(task, "cancelled")
             raise
-        except Exception as exc:
-            log.exception("sink_batch_failed", error=str(exc))
-            self.abandon(f"unexpected {type(exc).__name__} with a batch not acknowledged")
+
+    async def _finish(self, task: asyncio.Future[None], why: str) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({task}, timeout=self.settings.sink.shutdown_grace_s)
+        if not task.done():
+            self.abandon(f"{why} while MongoDB had not acknowledged a batch")
+        if task.cancelled():
+            self.abandon("batch cancelled before MongoDB acknowledged it")
+        exc = task.exception()
+        if exc is not None:
+            log.error("sink_batch_failed", error=repr(exc), exc_info=exc)
+            self.abandon(f"unexpected {type(exc).__name__} before MongoDB acknowledged a batch")
 
     async def process(self, events: Sequence[Any]) -> None:
         self.state.in_flight = True
@@ -296,7 +315,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(channel, concurrency=1)
     async def store(stream: Any) -> None:
-        sink = Sink(settings, codecs)
+        sink = Sink(settings, codecs, stopping=lambda: bool(app.should_stop))
         app.health.add_check("mongodb", sink.state.check)  # type: ignore[attr-defined]
         app.health.add_check("progress", sink.progress.check)  # type: ignore[attr-defined]
         watcher = asyncio.ensure_future(sink.watch_mongo())

@@ -99,7 +99,7 @@ class SinkRun:
         self.database = database
         self.group = group
         self.port = free_port()
-        self.log_path = Path(f"/tmp/streamscore-test-sink-{group}.log")
+        self.log_path = Path(f"/tmp/streamscore-test-sink-{group}-{self.port}.log")
         self.env = (
             os.environ
             | {

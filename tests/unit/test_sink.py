@@ -289,6 +289,40 @@ async def test_stop_during_a_write_that_finishes_within_the_grace_period_is_clea
     assert finished == [True]
 
 
+async def test_a_stop_during_a_failing_write_gives_a_grace_period_then_exits_without_commit(sink):
+    s, _ = sink
+    stopping = False
+    s.stopping = lambda: stopping
+    never = asyncio.Event()
+
+    async def retrying(events: Any) -> None:
+        await never.wait()
+
+    s.process = retrying  # type: ignore[method-assign]
+    task = asyncio.ensure_future(s.handle([]))
+    await asyncio.sleep(0.3)
+    assert not task.done()  # no stop yet: the batch keeps being retried
+    stopping = True
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Abandoned, match="stopping while MongoDB had not acknowledged"):
+        await task
+    assert asyncio.get_running_loop().time() - started >= 0.2  # waited the grace period
+
+
+async def test_a_stop_during_a_write_that_then_succeeds_returns_normally(sink):
+    s, _ = sink
+    s.stopping = lambda: True
+    finished: list[bool] = []
+
+    async def slow(events: Any) -> None:
+        await asyncio.sleep(0.1)
+        finished.append(True)
+
+    s.process = slow  # type: ignore[method-assign]
+    await s.handle([])
+    assert finished == [True]
+
+
 async def test_an_unexpected_error_in_a_batch_never_lets_faust_ack_it(sink):
     s, _ = sink
 

@@ -15,9 +15,20 @@ import pytest
 
 from streamscore.settings import Settings, load_settings
 
-KAFKA = ("127.0.0.1", 9092)
-REGISTRY = ("127.0.0.1", 8081)
-MONGO = ("127.0.0.1", 27017)
+
+def _stack_addresses() -> list[tuple[str, int]]:
+    """Kafka, registry and MongoDB addresses from the settings (env may point at another stack)."""
+    from urllib.parse import urlsplit
+
+    s = load_settings()
+    host, port = s.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)
+    registry = urlsplit(s.registry.url)
+    mongo = urlsplit(s.mongo.url.get_secret_value().split(",")[0])
+    return [
+        (host, int(port)),
+        (registry.hostname or "127.0.0.1", registry.port or 80),
+        (mongo.hostname or "127.0.0.1", mongo.port or 27017),
+    ]
 
 
 def unique(prefix: str = "t") -> str:
@@ -35,7 +46,7 @@ def _answers(addr: tuple[str, int]) -> bool:
 @pytest.fixture(scope="session")
 def stack() -> None:
     """The real Kafka, registry and MongoDB-wire server; fail loudly when they are not up."""
-    down = [f"{h}:{p}" for h, p in (KAFKA, REGISTRY, MONGO) if not _answers((h, p))]
+    down = [f"{h}:{p}" for h, p in _stack_addresses() if not _answers((h, p))]
     if down:
         pytest.fail(f"local stack not answering on {', '.join(down)}: run `make stack-up` first")
 

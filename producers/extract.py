@@ -64,22 +64,31 @@ def _value(s: str, idx: int) -> tuple[Any, int]:
 
 
 def _array(s: str, idx: int) -> tuple[list[Item], int]:
+    """The elements of the array at ``idx``; the hot loop of the poller, hence written flat."""
     items: list[Item] = []
     idx = _ws(s, idx + 1)
     if s.startswith("]", idx):
         return items, idx + 1
-    append = items.append
+    append, scan, ws, size = items.append, _SCAN, _WS.match, len(s)
     while True:
-        value, end = _value(s, idx)
+        try:
+            value, end = scan(s, idx)
+        except (StopIteration, json.JSONDecodeError):
+            _value(s, idx)  # raises PageParseError with the reason
+            raise
         append(Item(value, s[idx:end]))
-        idx = _ws(s, end)
-        c = s[idx : idx + 1]
+        c = s[end] if end < size else ""
+        if c in " \t\r\n":
+            end = ws(s, end).end()  # type: ignore[union-attr]
+            c = s[end : end + 1]
         if c == ",":
-            idx = _ws(s, idx + 1)
+            idx = end + 1
+            if s[idx : idx + 1] in (" ", "\n", "\r", "\t"):
+                idx = _ws(s, idx)
         elif c == "]":
-            return items, idx + 1
+            return items, end + 1
         else:
-            raise PageParseError(f"expected ',' or ']' at offset {idx}")
+            raise PageParseError(f"expected ',' or ']' at offset {end}")
 
 
 def _walk(s: str, idx: int, path: tuple[str, ...]) -> tuple[Any, list[Item] | None, int]:

@@ -30,10 +30,11 @@ from producers.extract import Item, PageParseError, get_path, parse_page, record
 from producers.http_client import HttpGaveUp, HttpRefused, HttpResponse, SourceClient, backoff_delay, describe
 from producers.pagination import NoProgressGuard, Strategy, strategy_for
 from producers.publisher import PageBatch, PagePublisher
+from producers.raw_record import RawRecordEncoder
 from streamscore import metrics
 from streamscore.avro import AvroCodec
 from streamscore.dlq import DeadLetter
-from streamscore.errors import DataError, TransientError
+from streamscore.errors import TransientError
 from streamscore.health import HealthServer, ProgressWatch
 from streamscore.settings import Settings, SourceSettings
 from streamscore.topics import raw_topic
@@ -77,6 +78,7 @@ class SourcePoller:
         self.source = source
         self.name = source.name
         self.codec = codec
+        self.encoder = RawRecordEncoder(codec)
         self.strategy: Strategy = strategy_for(source)
         self.records_path = split_path(source.records_path)
         self.id_path = split_path(source.id_path)
@@ -251,7 +253,7 @@ class SourcePoller:
         ids: list[str] = []
         fetched_at = int(time.time() * 1000)
         trace = uuid.uuid4().hex[:24]
-        encode = self.codec.encode
+        encode = self.encoder.page(self.name, fetched_at, position)
         for n, item in enumerate(items):
             value = item.value
             if not isinstance(value, dict):
@@ -271,19 +273,10 @@ class SourcePoller:
                 continue
             rid = str(rid)
             try:
-                encoded = encode(
-                    {
-                        "source": self.name,
-                        "record_id": rid,
-                        "fetched_at": fetched_at,
-                        "cursor": position,
-                        "payload": item.text,
-                        "trace_id": f"{trace}{n:08x}",
-                    }
-                )
-            except DataError as exc:
+                encoded = encode(rid, item.text, f"{trace}{n:08x}")
+            except UnicodeEncodeError as exc:  # an id with a lone surrogate (from a \ud800 escape)
                 batch.letters.append(
-                    self._extract_letter(item, exc, response, position, stage="encode", rid=rid)
+                    self._extract_letter(item, exc, response, position, stage="encode", rid=None)
                 )
                 continue
             batch.records.append((rid.encode(), encoded))

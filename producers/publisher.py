@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaException
 
@@ -72,19 +73,23 @@ class PagePublisher:
         """Make the page durable; return only when Kafka acknowledged all of it."""
         p = self.producer
         try:
-            if self.transactional:
-                p.raw.begin_transaction()
-            acks = p.batch()
-            for key, value in page.records:
-                p.produce(acks, self.raw_topic, value, key)
-            for letter in page.letters:
-                p.produce(acks, self.dlq_topic, letter.value, letter.key, headers=letter.headers())
             key, value = encode_cursor(page.cursor)
             if self.transactional:
-                p.produce(acks, CURSORS_TOPIC, value, key)
+                # commit_transaction succeeds only when every message of the transaction was
+                # acknowledged, so no per-message delivery callback is needed (they cost ~20% CPU)
+                p.raw.begin_transaction()
+                for k, v in page.records:
+                    self._produce(self.raw_topic, v, k)
+                for letter in page.letters:
+                    self._produce(self.dlq_topic, letter.value, letter.key, letter.headers())
+                self._produce(CURSORS_TOPIC, value, key)
                 await asyncio.to_thread(p.raw.commit_transaction, self.timeout_s)
-                await acks.wait()
             else:
+                acks = p.batch()
+                for k, v in page.records:
+                    p.produce(acks, self.raw_topic, v, k)
+                for letter in page.letters:
+                    p.produce(acks, self.dlq_topic, letter.value, letter.key, headers=letter.headers())
                 await acks.wait()
                 cursor_ack = p.batch()
                 p.produce(cursor_ack, CURSORS_TOPIC, value, key)
@@ -97,6 +102,19 @@ class PagePublisher:
             raise TransientError(f"publishing a page of {self.source.name}: {exc}") from exc
         for letter in page.letters:
             letter.record()
+
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Any = None) -> None:
+        """Queue one message of the open transaction; wait briefly when librdkafka's queue is full."""
+        raw = self.producer.raw
+        while True:
+            try:
+                if headers:
+                    raw.produce(topic, value, key, headers=headers)
+                else:
+                    raw.produce(topic, value, key)
+                return
+            except BufferError:
+                raw.poll(0.05)
 
     async def close(self, timeout_s: float = 10.0) -> None:
         if self.transactional and self.ready:

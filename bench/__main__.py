@@ -50,6 +50,7 @@ def main(
         Path | None, typer.Option(help="Result file (default bench/results/e2e-<time>.json).")
     ] = None,
     no_report: Annotated[bool, typer.Option(help="Do not rewrite docs/benchmarks.md.")] = False,
+    doc: Annotated[Path | None, typer.Option(help="Report file (default docs/benchmarks.md).")] = None,
     keep: Annotated[bool, typer.Option(help="Keep topics, groups and databases of the run.")] = False,
 ) -> None:
     """Run the end-to-end benchmark and write its results."""
@@ -94,7 +95,7 @@ def main(
     path.write_text(json.dumps(document, indent=1, default=str) + "\n")
     typer.echo(f"results: {path}")
     if not no_report:
-        typer.echo(f"report: {write_report(document, path)}")
+        typer.echo(f"report: {write_report(document, path, doc) if doc else write_report(document, path)}")
     for line in document["comparison"].get("lines", []):
         typer.echo(line)
 

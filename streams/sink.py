@@ -7,24 +7,23 @@ acknowledged it. While MongoDB is unreachable the batch is retried with backoff,
 committed (lag grows), ``/readyz`` fails and ``/healthz`` stays alive.
 
 Faust acks a take batch in a ``finally``, also when the agent is cancelled or fails, and on stop
-it first waits for every in-flight message to be acked. So a batch that MongoDB has not
-acknowledged must never reach that ``finally``: once the app is stopping (or the agent is
-cancelled) the sink gives the in-flight write up to ``sink.shutdown_grace_s``, and if it is still
-not acknowledged the process exits at once (code 75) without committing; the next owner re-reads
-the batch. An unexpected error in a batch ends the process the same way.
+it first waits for every in-flight message to be acked. So once the app is stopping (or the agent
+is cancelled) the sink gives the in-flight write up to ``sink.shutdown_grace_s``; if MongoDB still
+has not acknowledged it, the batch is *withheld* (its messages marked acked without telling the
+consumer, as the processor does), so its offsets are never committed and the stop completes; the
+next owner re-reads the batch. An unexpected error in a batch is withheld the same way and
+crashes the worker, to be restarted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import bson
 import faust
@@ -46,7 +45,6 @@ from streamscore.topics import dlq_topic, predictions_topic
 
 log = structlog.get_logger(__name__)
 COMPONENT = "sink"
-EXIT_UNCOMMITTED = 75
 DLQ_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 STOP_POLL_S = 0.25
 
@@ -115,11 +113,18 @@ class Prepared:
     letters: list[DeadLetter] = field(default_factory=list)
 
 
-def _abandon(reason: str) -> NoReturn:
-    """Exit now, before Faust can ack (and commit) a batch MongoDB has not acknowledged."""
-    log.error("exiting_without_commit", reason=reason)
-    sys.stderr.flush()
-    os._exit(EXIT_UNCOMMITTED)
+class BatchAbandoned(Exception):
+    """A batch failed for an unexpected reason; its offsets were withheld from the commit."""
+
+
+def withhold(events: Sequence[Any]) -> None:
+    """Mark messages acked without telling the consumer, so their offsets are never committed.
+
+    Faust's take-batch ``finally`` then acks nothing, ``wait_empty`` at stop no longer waits for
+    them, and the commit stops below the first withheld offset: the batch is read again later.
+    """
+    for event in events:
+        event.message.acked = True
 
 
 class Sink:
@@ -129,13 +134,11 @@ class Sink:
         self,
         settings: Settings,
         codecs: dict[str, AvroCodec],
-        abandon: Callable[[str], NoReturn] = _abandon,
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.sources = {predictions_topic(s.name): s.name for s in settings.sources}
         self.codecs = codecs
-        self.abandon = abandon
         self.stopping = stopping
         self.state = SinkState()
         self.progress = ProgressWatch(
@@ -168,10 +171,11 @@ class Sink:
             await asyncio.sleep(self.settings.sink.ping_interval_s)
 
     async def handle(self, events: Sequence[Any]) -> None:
-        """Process one batch so that returning means: everything is durable (Faust may ack).
+        """Process one batch so that returning means: durable, or withheld from the commit.
 
         When the app starts stopping (or the agent is cancelled) during the batch, it gets
-        ``shutdown_grace_s`` to finish; otherwise the process exits without committing.
+        ``shutdown_grace_s`` to finish; otherwise its offsets are withheld. An unexpected error
+        withholds the batch and raises :class:`BatchAbandoned` (the worker crashes and restarts).
         """
         task = asyncio.ensure_future(self.process(events))
         try:
@@ -179,22 +183,28 @@ class Sink:
                 done, _ = await asyncio.wait({task}, timeout=STOP_POLL_S)
                 if done or self.stopping():
                     break
-            await self._finish(task, "stopping")
+            await self._settle(task, events, "stopping")
         except asyncio.CancelledError:
-            await self._finish(task, "cancelled")
+            await self._settle(task, events, "cancelled")
             raise
 
-    async def _finish(self, task: asyncio.Future[None], why: str) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait({task}, timeout=self.settings.sink.shutdown_grace_s)
+    async def _settle(self, task: asyncio.Future[None], events: Sequence[Any], why: str) -> None:
         if not task.done():
-            self.abandon(f"{why} while MongoDB had not acknowledged a batch")
-        if task.cancelled():
-            self.abandon("batch cancelled before MongoDB acknowledged it")
-        exc = task.exception()
-        if exc is not None:
-            log.error("sink_batch_failed", error=repr(exc), exc_info=exc)
-            self.abandon(f"unexpected {type(exc).__name__} before MongoDB acknowledged a batch")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task}, timeout=self.settings.sink.shutdown_grace_s)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            return
+        error = None if not task.done() or task.cancelled() else task.exception()
+        task.cancel()
+        withhold(events)
+        log.error(
+            "batch_withheld_from_commit",
+            reason=why if error is None else f"{type(error).__name__}: {error}",
+            records=len(events),
+            exc_info=error,
+        )
+        if error is not None:
+            raise BatchAbandoned(f"batch not acknowledged by MongoDB: {error!r}") from error
 
     async def process(self, events: Sequence[Any]) -> None:
         self.state.in_flight = True
@@ -322,7 +332,11 @@ def build_app(settings: Settings) -> faust.App:
         try:
             await sink.start()
             async for events in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
-                await sink.handle(events)
+                try:
+                    await sink.handle(events)
+                except BatchAbandoned as exc:
+                    await app.crash(exc)  # the worker exits non-zero; a restart re-reads the batch
+                    raise
         finally:
             watcher.cancel()
             await sink.close()

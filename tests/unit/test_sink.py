@@ -21,7 +21,7 @@ from pymongo.errors import (
 )
 
 from streams.mongo_writer import BatchWrite, MongoUnavailable, classify, is_transient, write_concern
-from streams.sink import Sink, document_id, to_document
+from streams.sink import BatchAbandoned, Sink, document_id, to_document
 from streamscore.avro import AvroCodec, load_schema
 from streamscore.errors import ConfigError
 from streamscore.settings import load_settings
@@ -219,19 +219,11 @@ class Event:
         return self.message.value
 
 
-class Abandoned(Exception):
-    pass
-
-
-def abandon(reason: str) -> Any:
-    raise Abandoned(reason)
-
-
 @pytest.fixture
 def sink(tmp_path):
     settings = load_settings(sources=[{"name": "transactions"}], sink={"shutdown_grace_s": 0.2})
     codec = AvroCodec(FakeRegistry(), "predictions.transactions-value", load_schema("Prediction"))  # type: ignore[arg-type]
-    s = Sink(settings, {"predictions.transactions": codec}, abandon=abandon)
+    s = Sink(settings, {"predictions.transactions": codec})
     s.writer.max_document_bytes = 4096
     yield s, codec
     s.dlq.close(0.1)
@@ -257,7 +249,15 @@ async def test_prepare_turns_bad_bytes_into_decode_letters_and_huge_documents_in
     assert "exceeds MongoDB's limit of 4096 bytes" in str(out.letters[1].error)
 
 
-async def test_stop_during_an_unacknowledged_write_exits_without_commit(sink):
+def batch_events(n: int = 3) -> list[Event]:
+    return [Event(Msg("predictions.transactions", 0, i, b"k", b"v")) for i in range(n)]
+
+
+def withheld(events: list[Event]) -> list[bool]:
+    return [getattr(e.message, "acked", False) for e in events]
+
+
+async def test_cancel_during_an_unacknowledged_write_withholds_the_batch_from_the_commit(sink):
     s, _ = sink
     never = asyncio.Event()
 
@@ -265,14 +265,16 @@ async def test_stop_during_an_unacknowledged_write_exits_without_commit(sink):
         await never.wait()
 
     s.process = stuck  # type: ignore[method-assign]
-    task = asyncio.ensure_future(s.handle([]))
+    events = batch_events()
+    task = asyncio.ensure_future(s.handle(events))
     await asyncio.sleep(0.05)
     task.cancel()
-    with pytest.raises(Abandoned, match="not acknowledged"):
+    with pytest.raises(asyncio.CancelledError):
         await task
+    assert withheld(events) == [True, True, True]
 
 
-async def test_stop_during_a_write_that_finishes_within_the_grace_period_is_clean(sink):
+async def test_cancel_during_a_write_that_finishes_within_the_grace_period_lets_faust_ack(sink):
     s, _ = sink
     finished: list[bool] = []
 
@@ -281,15 +283,16 @@ async def test_stop_during_a_write_that_finishes_within_the_grace_period_is_clea
         finished.append(True)
 
     s.process = slow  # type: ignore[method-assign]
-    task = asyncio.ensure_future(s.handle([]))
+    events = batch_events()
+    task = asyncio.ensure_future(s.handle(events))
     await asyncio.sleep(0.02)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert finished == [True]
+    assert finished == [True] and withheld(events) == [False, False, False]
 
 
-async def test_a_stop_during_a_failing_write_gives_a_grace_period_then_exits_without_commit(sink):
+async def test_a_stop_during_a_failing_write_waits_the_grace_period_then_withholds(sink):
     s, _ = sink
     stopping = False
     s.stopping = lambda: stopping
@@ -299,14 +302,15 @@ async def test_a_stop_during_a_failing_write_gives_a_grace_period_then_exits_wit
         await never.wait()
 
     s.process = retrying  # type: ignore[method-assign]
-    task = asyncio.ensure_future(s.handle([]))
+    events = batch_events()
+    task = asyncio.ensure_future(s.handle(events))
     await asyncio.sleep(0.3)
     assert not task.done()  # no stop yet: the batch keeps being retried
     stopping = True
     started = asyncio.get_running_loop().time()
-    with pytest.raises(Abandoned, match="stopping while MongoDB had not acknowledged"):
-        await task
-    assert asyncio.get_running_loop().time() - started >= 0.2  # waited the grace period
+    await task  # returns: Faust's finally acks nothing, its wait_empty sees the batch settled
+    assert asyncio.get_running_loop().time() - started >= 0.2
+    assert withheld(events) == [True, True, True]
 
 
 async def test_a_stop_during_a_write_that_then_succeeds_returns_normally(sink):
@@ -319,16 +323,19 @@ async def test_a_stop_during_a_write_that_then_succeeds_returns_normally(sink):
         finished.append(True)
 
     s.process = slow  # type: ignore[method-assign]
-    await s.handle([])
-    assert finished == [True]
+    events = batch_events()
+    await s.handle(events)
+    assert finished == [True] and withheld(events) == [False, False, False]
 
 
-async def test_an_unexpected_error_in_a_batch_never_lets_faust_ack_it(sink):
+async def test_an_unexpected_error_in_a_batch_withholds_it_and_raises(sink):
     s, _ = sink
 
     async def broken(events: Any) -> None:
         raise RuntimeError("bug")
 
     s.process = broken  # type: ignore[method-assign]
-    with pytest.raises(Abandoned, match="RuntimeError"):
-        await s.handle([])
+    events = batch_events()
+    with pytest.raises(BatchAbandoned, match="RuntimeError"):
+        await s.handle(events)
+    assert withheld(events) == [True, True, True]

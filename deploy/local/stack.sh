@@ -19,6 +19,9 @@
 # service, default 180), KAFKA_HEAP_OPTS (default "-Xms256m -Xmx1g"), REGISTRY_HEAP_OPTS
 # (default "-Xms128m -Xmx768m"), REGISTRY_JVM_OPTS (default: C1 only + serial GC, which halves
 # Quarkus start time on 2 cores), REGISTRY_JAVA_HOME (a Java 21+ for Apicurio Registry 3.3).
+# Ports (a second stack beside the first, e.g. for fault tests): STACK_KAFKA_PORT (9092),
+# STACK_KAFKA_CONTROLLER_PORT (9093), STACK_REGISTRY_PORT (8081), STACK_REGISTRY_MANAGEMENT_PORT
+# (8091), STACK_MONGO_PORT (27017), STACK_MONGO_DEBUG_PORT (8088); use another STREAMSCORE_STACK_DIR.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,11 +40,18 @@ APICURIO_HOME="$CACHE/apicurio-registry-$APICURIO_VERSION"
 FERRETDB_BIN="$CACHE/bin/ferretdb"
 MONGOSH="$CACHE/npm/node_modules/.bin/mongosh"
 
-KAFKA_ADDR=127.0.0.1:9092
-KAFKA_CONTROLLER_ADDR=127.0.0.1:9093
-REGISTRY_URL=http://127.0.0.1:8081
+KAFKA_PORT="${STACK_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${STACK_KAFKA_CONTROLLER_PORT:-9093}"
+REGISTRY_PORT="${STACK_REGISTRY_PORT:-8081}"
+REGISTRY_MANAGEMENT_PORT="${STACK_REGISTRY_MANAGEMENT_PORT:-8091}"
+MONGO_PORT="${STACK_MONGO_PORT:-27017}"
+MONGO_DEBUG_PORT="${STACK_MONGO_DEBUG_PORT:-8088}"
+
+KAFKA_ADDR=127.0.0.1:$KAFKA_PORT
+KAFKA_CONTROLLER_ADDR=127.0.0.1:$KAFKA_CONTROLLER_PORT
+REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 CCOMPAT_URL=$REGISTRY_URL/apis/ccompat/v7
-MONGO_ADDR=127.0.0.1:27017
+MONGO_ADDR=127.0.0.1:$MONGO_PORT
 MONGO_URL=mongodb://$MONGO_ADDR/
 
 ALL_SERVICES=(kafka registry mongo)
@@ -291,7 +301,7 @@ service_addr() {
 }
 
 service_port() {
-  case "$1" in kafka) echo 9092 ;; registry) echo 8081 ;; mongo) echo 27017 ;; esac
+  case "$1" in kafka) echo "$KAFKA_PORT" ;; registry) echo "$REGISTRY_PORT" ;; mongo) echo "$MONGO_PORT" ;; esac
 }
 
 pidfile() { echo "$PIDS/$1.pid"; }
@@ -349,7 +359,7 @@ kafka_ready() {
     md="$(kcat -b "$KAFKA_ADDR" -L -m 3 2>/dev/null)" || return 1
     [[ "$md" == *"broker 1 at $KAFKA_ADDR"* ]]
   else
-    port_open 9092 && grep -q 'Kafka Server started' "$(logfile kafka)" 2>/dev/null
+    port_open "$KAFKA_PORT" && grep -q 'Kafka Server started' "$(logfile kafka)" 2>/dev/null
   fi
 }
 
@@ -389,7 +399,9 @@ launch() {
 
 render_kafka_config() {
   mkdir -p "$STACK/kafka/data"
-  sed "s#@KAFKA_DATA_DIR@#$STACK/kafka/data#g" "$HERE/kafka/server.properties" >"$STACK/kafka/server.properties"
+  sed -e "s#@KAFKA_DATA_DIR@#$STACK/kafka/data#g" \
+      -e "s#127\.0\.0\.1:9092#$KAFKA_ADDR#g" -e "s#127\.0\.0\.1:9093#$KAFKA_CONTROLLER_ADDR#g" \
+      "$HERE/kafka/server.properties" >"$STACK/kafka/server.properties"
 }
 
 kafka_java() {
@@ -427,7 +439,8 @@ start_registry() {
   need_java 21 "${REGISTRY_JAVA_HOME:-}"
   mkdir -p "$STACK/registry/h2" "$STACK/registry/tmp"
   # shellcheck disable=SC2086
-  STREAMSCORE_STACK_DIR="$STACK" launch registry "$STACK/registry" "$JAVA" ${REGISTRY_HEAP_OPTS:--Xms128m -Xmx768m} \
+  STREAMSCORE_STACK_DIR="$STACK" STACK_REGISTRY_PORT="$REGISTRY_PORT" \
+  STACK_REGISTRY_MANAGEMENT_PORT="$REGISTRY_MANAGEMENT_PORT" launch registry "$STACK/registry" "$JAVA" ${REGISTRY_HEAP_OPTS:--Xms128m -Xmx768m} \
     ${REGISTRY_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1} -Djava.awt.headless=true -Djava.io.tmpdir="$STACK/registry/tmp" \
     -Dquarkus.config.locations="$HERE/registry/application.properties" \
     -Dstreamscore.stack="$STACK" \
@@ -438,7 +451,7 @@ start_mongo() {
   mkdir -p "$STACK/ferretdb/data" "$STACK/ferretdb/state"
   launch mongo "$STACK/ferretdb" "$FERRETDB_BIN" \
     --handler=sqlite --sqlite-url="file:$STACK/ferretdb/data/" \
-    --listen-addr="$MONGO_ADDR" --debug-addr=127.0.0.1:8088 \
+    --listen-addr="$MONGO_ADDR" --debug-addr="127.0.0.1:$MONGO_DEBUG_PORT" \
     --state-dir="$STACK/ferretdb/state" --telemetry=disable --log-level=info
 }
 
@@ -472,8 +485,12 @@ wait_all() {
   while [ "${#pending[@]}" -gt 0 ]; do
     for svc in "${!pending[@]}"; do
       if answering "$svc"; then
-        [ "$svc" = registry ] && registry_post_start
-        log "$svc: answering after $(elapsed "${t0[$svc]}")s"
+        if ! our_pid "$svc" >/dev/null; then
+          fail_service "$svc" "exited, while another process answers on its port" || rc=1
+        else
+          [ "$svc" = registry ] && registry_post_start
+          log "$svc: answering after $(elapsed "${t0[$svc]}")s"
+        fi
         unset "pending[$svc]"
       elif ! pid="$(our_pid "$svc")"; then
         fail_service "$svc" "exited before answering" || rc=1

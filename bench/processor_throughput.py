@@ -6,6 +6,8 @@ consumer group:
 
 - processor: ``streamscore process`` (Faust: clean agent → clean topic → score agent), primary
   model only, default batch settings;
+- processor, fused mode (``STREAMSCORE_PROCESSOR__FUSED=true``): one agent cleans and scores,
+  still writing the clean topic (reads its own copy of the same records);
 - floor: ``bench/peers/floor.py`` (confluent-kafka consume(500) → fastavro → pydantic → ONNX → produce).
 
 Throughput is measured on the outputs (predictions + dead letters, by polling end offsets every
@@ -128,10 +130,11 @@ def main() -> None:
     parser.add_argument("--limit-s", type=float, default=300)
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:8]
-    source, floor_out = f"bench{tag}", f"benchfloor{tag}"
-    settings = load_settings(sources=[{"name": source}, {"name": floor_out}])
-    print(f"pre-filling raw.{source} with {args.n} records ...", flush=True)
-    fill(settings, source, args.n, args.seed)
+    source, fused, floor_out = f"bench{tag}", f"benchfused{tag}", f"benchfloor{tag}"
+    settings = load_settings(sources=[{"name": source}, {"name": fused}, {"name": floor_out}])
+    for name in (source, fused):  # the fused processor needs its own output topics: same records
+        print(f"pre-filling raw.{name} with {args.n} records ...", flush=True)
+        fill(settings, name, args.n, args.seed)
     base = os.environ | {"STREAMSCORE_LOG_LEVEL": "WARNING", "STREAMSCORE_LOG_FORMAT": "json"}
     proc_env = base | {
         "STREAMSCORE_SOURCES": json.dumps([{"name": source}]),
@@ -148,6 +151,21 @@ def main() -> None:
         args.limit_s,
     )
     print(f"  {processor}", flush=True)
+    print("processor, fused mode ...", flush=True)
+    fused_env = proc_env | {
+        "STREAMSCORE_SOURCES": json.dumps([{"name": fused}]),
+        "STREAMSCORE_PROCESSOR__APP_ID": f"bench-processor-fused-{tag}",
+        "STREAMSCORE_PROCESSOR__FUSED": "true",
+    }
+    processor_fused = measure(
+        [sys.executable, "-m", "streamscore.cli", "process"],
+        fused_env,
+        settings,
+        [predictions_topic(fused), dlq_topic(fused)],
+        args.n,
+        args.limit_s,
+    )
+    print(f"  {processor_fused}", flush=True)
     print("floor ...", flush=True)
     floor_env = base | {"STREAMSCORE_SOURCES": json.dumps([{"name": floor_out}])}
     floor = measure(
@@ -170,17 +188,22 @@ def main() -> None:
         },
         "records": args.n,
         "processor": processor,
+        "processor_fused": processor_fused,
         "floor": floor,
         "processor_vs_floor": round(ratio, 3),
+        "processor_fused_vs_floor": round(processor_fused["records_per_s"] / floor["records_per_s"], 3),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "target": ">= 0.5",
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    p, f = processor, floor
+    p, f, pf = processor, floor, processor_fused
     print(
         f"processor {p['records_per_s']:.0f} rec/s ({p['cpu_ms_per_record']:.3f} ms CPU/rec), "
         f"floor {f['records_per_s']:.0f} rec/s ({f['cpu_ms_per_record']:.3f} ms CPU/rec), "
-        f"ratio {ratio:.2f} (target >= 0.5) -> {RESULTS.relative_to(REPO_ROOT)}"
+        f"ratio {ratio:.2f} (target >= 0.5); fused {pf['records_per_s']:.0f} rec/s "
+        f"({pf['cpu_ms_per_record']:.3f} ms CPU/rec), ratio {result['processor_fused_vs_floor']:.2f} "
+        f"-> {RESULTS.relative_to(REPO_ROOT)}"
     )
 
 

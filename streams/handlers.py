@@ -109,7 +109,10 @@ class CleanHandler(_Handler):
         self.clean_codec = clean_codec
         self.out = clean_topic(source)
 
-    def handle(self, batch: Sequence[Incoming], emit: Emit) -> BatchResult:
+    def handle(
+        self, batch: Sequence[Incoming], emit: Emit, keep: list[tuple[Incoming, dict[str, Any]]] | None = None
+    ) -> BatchResult:
+        """Clean a batch; with ``keep``, also collect (message, Transaction fields) of the good ones."""
         result = BatchResult(self.agent, self.source, received=len(batch))
         for msg in batch:
             stage, record_id, trace_id = "decode", None, None
@@ -119,7 +122,8 @@ class CleanHandler(_Handler):
                 stage = "validate"
                 txn = clean_raw(raw)
                 stage = "encode"
-                value = self.clean_codec.encode(txn.to_avro())
+                fields = txn.to_avro()
+                value = self.clean_codec.encode(fields)
                 emit(self.out, txn.transaction_id.encode(), value, None)
             except TransientError:
                 raise
@@ -127,6 +131,8 @@ class CleanHandler(_Handler):
                 self._dead(result, emit, msg, stage, exc, record_id, trace_id)
                 continue
             result.produced += 1
+            if keep is not None:
+                keep.append((msg, fields))
         return result
 
 
@@ -202,21 +208,31 @@ class ScoreHandler(_Handler):
         return [self._infer(scorer, features[idx]) for scorer, _, _, idx in runs]
 
     async def handle(self, batch: Sequence[Incoming], emit: Emit) -> BatchResult:
+        """Decode a batch of ``clean.<source>`` messages and score it."""
         result = BatchResult(self.agent, self.source, received=len(batch))
-        rows: list[_Row] = []
-        feats: list[tuple[float, ...]] = []
-        share = self.models.candidate_share
+        pairs: list[tuple[Incoming, dict[str, Any]]] = []
         for msg in batch:
-            stage, txn = "decode", None
             try:
-                txn = self.clean_codec.decode(msg.value)
-                stage = "score"
-                feats.append(feature_row(txn))
+                pairs.append((msg, self.clean_codec.decode(msg.value)))
             except TransientError:
                 raise
             except Exception as exc:
-                rid = txn.get("transaction_id") if txn else None
-                self._dead(result, emit, msg, stage, exc, rid, txn.get("trace_id") if txn else None)
+                self._dead(result, emit, msg, "decode", exc)
+        return await self.score(pairs, emit, result)
+
+    async def score(
+        self, pairs: Sequence[tuple[Incoming, dict[str, Any]]], emit: Emit, result: BatchResult | None = None
+    ) -> BatchResult:
+        """Score (message, Transaction fields) pairs: one ONNX run per model, off the event loop."""
+        result = result or BatchResult(self.agent, self.source, received=len(pairs))
+        rows: list[_Row] = []
+        feats: list[tuple[float, ...]] = []
+        share = self.models.candidate_share
+        for msg, txn in pairs:
+            try:
+                feats.append(feature_row(txn))
+            except Exception as exc:
+                self._dead(result, emit, msg, "score", exc, txn.get("transaction_id"), txn.get("trace_id"))
                 continue
             rows.append(_Row(msg, txn, assign_variant(txn["transaction_id"], share)))
         if not rows:

@@ -38,7 +38,7 @@ from streamscore.topics import clean_topic, predictions_topic, raw_topic
 
 log = structlog.get_logger(__name__)
 COMPONENT = "processor"
-Handle = Callable[[Sequence[Incoming], Emit], Awaitable[BatchResult]]
+Handle = Callable[[Sequence[Incoming], Emit], Awaitable[list[BatchResult]]]
 
 
 class BatchFailed(TransientError):
@@ -133,12 +133,22 @@ class Processor:
             self.models,
         )
 
-        async def handle_clean(batch: Sequence[Incoming], emit: Emit) -> BatchResult:
-            return clean.handle(batch, emit)
+        async def handle_clean(batch: Sequence[Incoming], emit: Emit) -> list[BatchResult]:
+            return [clean.handle(batch, emit)]
+
+        async def handle_score(batch: Sequence[Incoming], emit: Emit) -> list[BatchResult]:
+            return [await score.handle(batch, emit)]
+
+        async def handle_fused(batch: Sequence[Incoming], emit: Emit) -> list[BatchResult]:
+            cleaned: list[tuple[Incoming, dict[str, Any]]] = []
+            return [clean.handle(batch, emit, keep=cleaned), await score.score(cleaned, emit)]
 
         p = s.processor
+        if p.fused:
+            self._agent(f"clean-score-{source}", raw_topic(source), handle_fused, p.clean_batch_size)
+            return
         self._agent(f"clean-{source}", raw_topic(source), handle_clean, p.clean_batch_size)
-        self._agent(f"score-{source}", clean_topic(source), score.handle, p.score_batch_size)
+        self._agent(f"score-{source}", clean_topic(source), handle_score, p.score_batch_size)
 
     def _agent(self, name: str, topic: str, handle: Handle, size: int) -> None:
         within = self.settings.processor.batch_within_s
@@ -155,12 +165,12 @@ class Processor:
         agent.__name__ = name.replace("-", "_")
         self.app.agent(channel, name=name, concurrency=1)(agent)
 
-    async def run_batch(self, name: str, events: Sequence[faust.EventT], handle: Handle) -> BatchResult:
+    async def run_batch(self, name: str, events: Sequence[faust.EventT], handle: Handle) -> list[BatchResult]:
         """Handle and deliver one batch, retrying (never skipping) until Kafka acknowledged it."""
         batch = [incoming(e) for e in events]
         producer = self.get_producer()
 
-        async def attempt() -> BatchResult:
+        async def attempt() -> list[BatchResult]:
             delivery = producer.batch()
 
             def emit(topic: str, key: bytes | None, value: bytes | None, headers: Any) -> None:
@@ -186,10 +196,11 @@ class Processor:
         def on_failing(failing: bool) -> None:
             (self.failing.add if failing else self.failing.discard)(name)
 
-        result = await retry_transient(attempt, COMPONENT, name, on_failing=on_failing)
-        result.record()
+        results = await retry_transient(attempt, COMPONENT, name, on_failing=on_failing)
+        for result in results:
+            result.record()
         self.watch.progress()
-        return result
+        return results
 
 
 def build(settings: Settings) -> Processor:

@@ -174,6 +174,9 @@ class ProcessorSettings(BaseModel):
     low_confidence_band: tuple[float, float] | None = None
     """Override of the cards' band [low, high] of scores deemed low-confidence."""
     inference_threads: int = Field(default=1, ge=1, le=64)
+    fused: bool = False
+    """Clean and score in one agent on raw.<source> (clean.<source> is still written), trading
+    stage isolation for throughput; default: two agents joined by clean.<source>."""
 
     @field_validator("low_confidence_band")
     @classmethod

@@ -107,10 +107,12 @@ def processor_env(
     yield settings, env
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["two-stage", "fused"])
 def test_good_records_become_predictions_and_bad_ones_dead_letters(
-    processor_env: tuple[Settings, dict[str, str]], tmp_path: Path
+    processor_env: tuple[Settings, dict[str, str]], tmp_path: Path, fused: bool
 ) -> None:
     settings, env = processor_env
+    env["STREAMSCORE_PROCESSOR__FUSED"] = str(fused).lower()
     source = settings.sources[0].name
     prepare_registry(settings)
     good = {f"txn_{i:012d}": json.dumps(good_payload(i, amount=10 + i % 50)) for i in range(N_GOOD)}
@@ -176,7 +178,10 @@ def test_good_records_become_predictions_and_bad_ones_dead_letters(
     assert health[0] == 200, (health, output[-3000:])
     assert f'streamscore_processor_records_in_total{{agent="clean",source="{source}"}}' in metrics_text
     assert proc.returncode is not None
-    _assert_offsets_committed(settings, env["STREAMSCORE_PROCESSOR__APP_ID"], source)
+    topics = [raw_topic(source)] if fused else [raw_topic(source), clean_topic(source)]
+    _assert_offsets_committed(settings, env["STREAMSCORE_PROCESSOR__APP_ID"], topics)
+    clean = read_all(settings, clean_topic(source), N_GOOD, timeout_s=5)
+    assert {m.key().decode() for m in clean} == set(good)
     print(f"processor test: {len(values)} records through in {elapsed:.1f}s")
 
 
@@ -190,11 +195,11 @@ def _get(url: str) -> tuple[int, str]:
         return 0, str(exc)
 
 
-def _assert_offsets_committed(settings: Settings, group: str, source: str) -> None:
-    """The processor committed raw and clean up to their ends (after delivering the outputs)."""
+def _assert_offsets_committed(settings: Settings, group: str, topics: list[str]) -> None:
+    """The processor committed its input topics up to their ends (after delivering the outputs)."""
     consumer = Consumer(consumer_config(settings, group, "test-offsets"))
     try:
-        for topic in (raw_topic(source), clean_topic(source)):
+        for topic in topics:
             meta = consumer.list_topics(topic, timeout=10).topics[topic]
             tps = [TopicPartition(topic, p) for p in meta.partitions]
             committed = consumer.committed(tps, timeout=10)

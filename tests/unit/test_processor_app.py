@@ -1,0 +1,128 @@
+"""The processor's batch loop without a broker: retries instead of skipping, readiness while
+failing, withheld offsets on stop, and the fused clean+score path."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError
+from faust.types.tuples import TP, ConsumerMessage
+
+from streams.handlers import BatchResult, CleanHandler, Incoming, ScoreHandler
+from streams.processor import Processor, withhold
+from streams.scoring import ModelSet
+from streamscore.avro import AvroCodec
+from streamscore.errors import RegistryUnavailable
+from streamscore.producer import DeliveryBatch
+from streamscore.settings import load_settings
+from tests.unit.conftest_processor import MemoryRegistry, codecs, good_payload, raw_value
+
+
+class FakeProducer:
+    """Acknowledges every record at once; the deliveries of the first ``fail`` batches fail."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.fail = fail
+        self.doomed: set[int] = set()
+
+    def batch(self) -> DeliveryBatch:
+        batch = DeliveryBatch(asyncio.get_running_loop())
+        if self.fail > 0:
+            self.fail -= 1
+            self.doomed.add(id(batch))
+        return batch
+
+    def produce(self, batch: DeliveryBatch, topic: str, value: bytes | None, **kw: Any) -> None:
+        batch._add()
+        error = KafkaError(KafkaError._MSG_TIMED_OUT) if id(batch) in self.doomed else None
+        batch.on_delivery(error, None)
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelSet:
+    return ModelSet.load(load_settings().processor)
+
+
+def processor(models: ModelSet, producer: FakeProducer) -> Processor:
+    proc = Processor(load_settings(sources=[{"name": "demo"}], environment="test"), models)
+    proc.producer = producer  # type: ignore[assignment]
+    return proc
+
+
+def event(offset: int, value: bytes = b"v") -> Any:
+    message = SimpleNamespace(topic="raw.demo", partition=0, offset=offset, key=b"k", value=value, headers=[])
+    return SimpleNamespace(message=message)
+
+
+async def test_a_failing_batch_is_retried_not_skipped_and_readiness_follows(models: ModelSet) -> None:
+    producer = FakeProducer(fail=2)
+    proc = processor(models, producer)
+    calls = 0
+    seen_not_ready = []
+
+    async def handle(batch: Any, emit: Any) -> list[BatchResult]:
+        nonlocal calls
+        calls += 1
+        seen_not_ready.append(proc._outputs_check()[0] is False)
+        if calls == 1:
+            raise RuntimeError("a bug outside any record")  # → BatchFailed → retried
+        emit("clean.demo", b"k", b"v", None)  # 2nd attempt: delivery fails (transient) → retried
+        return [BatchResult("clean", "demo", received=1, produced=1)]
+
+    results = await asyncio.wait_for(proc.run_batch("clean-demo", [event(0)], handle), timeout=20)
+    assert calls == 3
+    assert results[0].produced == 1
+    assert seen_not_ready[0] is False and any(seen_not_ready[1:])  # not ready while retrying
+    assert proc._outputs_check() == (True, "ok")  # ready again once delivered
+
+
+async def test_registry_outage_during_a_batch_is_retried(models: ModelSet) -> None:
+    proc = processor(models, FakeProducer())
+    attempts = 0
+
+    async def handle(batch: Any, emit: Any) -> list[BatchResult]:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise RegistryUnavailable("registry down")
+        return [BatchResult("clean", "demo", received=1)]
+
+    await asyncio.wait_for(proc.run_batch("clean-demo", [event(0)], handle), timeout=20)
+    assert attempts == 3
+
+
+def test_withheld_messages_are_never_acked_to_the_consumer() -> None:
+    acked: list[int] = []
+    consumer = SimpleNamespace(ack=lambda m: acked.append(m.offset) or True)
+    tp = TP("raw.demo", 0)
+    kept, released = (ConsumerMessage("raw.demo", 0, o, 0, 0, [], b"k", b"v", None, 1, 1, tp) for o in (1, 2))
+    for m in (kept, released):
+        m.incref()
+    withhold([SimpleNamespace(message=kept)])  # type: ignore[list-item]
+    assert kept.ack(consumer) is False  # what take_events' finally does on a stop
+    assert released.ack(consumer) is True
+    assert acked == [2]
+
+
+async def test_fused_path_cleans_and_scores_one_batch(models: ModelSet) -> None:
+    c: dict[str, AvroCodec] = codecs(MemoryRegistry())
+    clean = CleanHandler("demo", c["raw"], c["clean"])
+    score = ScoreHandler("demo", c["clean"], c["prediction"], models)
+    batch = [
+        Incoming(
+            "raw.demo", 0, i, f"txn_{i:012d}".encode(), raw_value(c["raw"], good_payload(i), f"txn_{i:012d}")
+        )
+        for i in range(20)
+    ]
+    bad = Incoming("raw.demo", 0, 20, b"bad", raw_value(c["raw"], good_payload(20, amount=None), "bad"))
+    sent: list[tuple[str, bytes | None, bytes | None]] = []
+    cleaned: list[tuple[Incoming, dict[str, Any]]] = []
+    first = clean.handle([*batch, bad], lambda t, k, v, h: sent.append((t, k, v)), keep=cleaned)
+    second = await score.score(cleaned, lambda t, k, v, h: sent.append((t, k, v)))
+    assert (first.produced, len(first.letters), second.received, second.produced) == (20, 1, 20, 20)
+    topics = [t for t, _, _ in sent]
+    assert topics.count("clean.demo") == topics.count("predictions.demo") == 20
+    assert [v for t, _, v in sent if t == "dlq.demo"] == [bad.value]

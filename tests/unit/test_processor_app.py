@@ -126,3 +126,25 @@ async def test_fused_path_cleans_and_scores_one_batch(models: ModelSet) -> None:
     topics = [t for t, _, _ in sent]
     assert topics.count("clean.demo") == topics.count("predictions.demo") == 20
     assert [v for t, _, v in sent if t == "dlq.demo"] == [bad.value]
+
+
+def test_process_command_refuses_to_start_with_a_tampered_model(tmp_path: Any) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    from streamscore.settings import REPO_ROOT
+
+    shutil.copytree(REPO_ROOT / "models" / "fraud", tmp_path / "fraud")
+    onnx = tmp_path / "fraud" / "v1" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-1])
+    env = {"PATH": "/usr/bin:/bin", "STREAMSCORE_PROCESSOR__MODELS_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "streamscore.cli", "process"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "checksum mismatch" in done.stderr and str(onnx) in done.stderr

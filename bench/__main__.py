@@ -38,6 +38,7 @@ def main(
         float | None, typer.Option(help="Skip the search; treat this rate as sustainable.")
     ] = None,
     soak: Annotated[bool, typer.Option(help="Add a 10-minute soak at 50% of the sustainable rate.")] = False,
+    profile: Annotated[bool, typer.Option(help="Add a py-spy window at 80% after the others.")] = False,
     soak_s: Annotated[float, typer.Option(help="Soak length in seconds.")] = 600,
     only_streamscore: Annotated[bool, typer.Option(help="Alias of --peers none.")] = False,
     pipelines: Annotated[
@@ -71,6 +72,7 @@ def main(
         soak_s=soak_s if soak else 0.0,
         env=env,
         keep=keep,
+        profile=profile,
     )
     tag = new_tag()
     started = datetime.now(UTC)

@@ -87,6 +87,7 @@ class Options:
     env: dict[str, str] = field(default_factory=dict)  # extra STREAMSCORE_* for every process
     keep: bool = False
     startup_timeout_s: float = 90.0
+    profile: bool = False  # an extra window at 80 % with py-spy on every pipeline process
 
 
 def free_port() -> int:
@@ -327,6 +328,8 @@ class Sampler:
         for row in rows:
             key = f"{row.group.rsplit('-', 1)[-1]}:{row.topic.split('.', 1)[0]}"
             out[key] = out.get(key, 0) + row.lag_messages
+            if row.status != "ok":  # e.g. no-commit: the group never committed this partition
+                out[f"{key}:{row.status}"] = out.get(f"{key}:{row.status}", 0) + 1
         return out
 
     def between(self, t0: float, t1: float) -> list[dict[str, Any]]:
@@ -364,8 +367,14 @@ def percentiles(values: np.ndarray) -> dict[str, float | int]:
     return out
 
 
-def window_stats(run: Run, sampler: Sampler, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Latency, throughput, CPU and memory between two snapshots."""
+def window_stats(
+    run: Run, sampler: Sampler, a: dict[str, Any], b: dict[str, Any], idle: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Latency, throughput, CPU and memory between two snapshots.
+
+    ``idle`` (CPU-ms/s of each process with no load) gives the marginal CPU per record: the
+    window's CPU minus what the processes burn anyway, per 1000 records.
+    """
     t0, t1 = a["t"], b["t"]
     e2e = stamps.read_series(run.dir, "e2e")
     scored = stamps.read_series(run.dir, "stage.score")
@@ -379,8 +388,9 @@ def window_stats(run: Run, sampler: Sampler, a: dict[str, Any], b: dict[str, Any
         if name in a["cpu"]:
             used = b["cpu"][name] - a["cpu"][name]
             cpu[name] = {"cpu_s": round(used, 3), "cpu_s_per_1000": round(used / per_k, 4)}
-    pipeline = [r for r in run.spec.roles]
+    pipeline = list(run.spec.roles)
     pipeline_cpu = sum(cpu[r]["cpu_s"] for r in pipeline if r in cpu)
+    fixed = sum((idle or {}).get(r, 0.0) for r in pipeline if r in cpu) * seconds / 1000
     rows = sampler.between(t0, t1)
     rss_peak = {n: max(s["rss"].get(n, 0) for s in rows) for n in b["rss"]} if rows else {}
     return {
@@ -392,6 +402,7 @@ def window_stats(run: Run, sampler: Sampler, a: dict[str, Any], b: dict[str, Any
         "latency_fetch_to_scored": percentiles(sc),
         "cpu": cpu,
         "pipeline_cpu_ms_per_1000": round(1000 * pipeline_cpu / per_k, 1),
+        "pipeline_marginal_cpu_ms_per_1000": round(1000 * max(0.0, pipeline_cpu - fixed) / per_k, 1),
         "rss_start": a["rss"],
         "rss_end": b["rss"],
         "rss_peak": rss_peak,
@@ -409,6 +420,7 @@ class Session:
         self.steps: list[dict[str, Any]] = []
         self.phases: list[dict[str, Any]] = []
         self.events: list[tuple[float, str]] = []
+        self.idle_rates: dict[str, float] = {}
 
     def sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -440,6 +452,18 @@ class Session:
                 return True
             time.sleep(0.5)
         return False
+
+    def idle(self, seconds: float) -> dict[str, float]:
+        """CPU-ms per second of each process with nothing offered: the fixed cost."""
+        self.drain()
+        self.events.append((time.time(), "idle"))
+        a = self.sampler.snapshot()
+        self.sleep(seconds)
+        b = self.sampler.snapshot()
+        span = b["t"] - a["t"]
+        rates = {n: round(1000 * (b["cpu"][n] - a["cpu"][n]) / span, 1) for n in b["cpu"] if n in a["cpu"]}
+        self.idle_rates = rates
+        return rates
 
     def step(self, rate: float) -> bool:
         rate = round(rate)
@@ -498,7 +522,7 @@ class Session:
         a = self.sampler.snapshot()
         self.sleep(seconds)
         b = self.sampler.snapshot()
-        stats = {"label": label, "rate": rate, **window_stats(self.run, self.sampler, a, b)}
+        stats = {"label": label, "rate": rate, **window_stats(self.run, self.sampler, a, b, self.idle_rates)}
         self.phases.append(stats)
         return stats
 
@@ -559,11 +583,14 @@ def bench_pipeline(spec: PipelineSpec, tag: str, options: Options) -> dict[str, 
         session = Session(run, sampler, options)
         try:
             result["startup_s"] = round(session.wait_flowing(), 1)
+            result["idle_cpu_ms_per_s"] = session.idle(options.warm_s * 2)
             sustainable = session.search()
             result["sustainable_per_s"] = sustainable
             for frac in options.fractions:
                 if sustainable > 0:
                     session.phase(f"{int(frac * 100)}%", sustainable * frac, options.measure_s)
+            if options.profile and sustainable > 0:
+                result["profile"] = profile(session, sustainable * 0.8, options.measure_s)
             if options.soak_s > 0 and sustainable > 0:
                 result["soak"] = soak(session, sustainable * 0.5, options.soak_s)
         except Exception as exc:
@@ -580,6 +607,68 @@ def bench_pipeline(spec: PipelineSpec, tag: str, options: Options) -> dict[str, 
     }
     result["wall_s"] = round(time.time() - started, 1)
     return result
+
+
+def profile(session: Session, rate: float, seconds: float, top: int = 25) -> dict[str, Any]:
+    """py-spy (sampling, non-blocking) on every pipeline process over a window at ``rate``.
+
+    Returns per process the on-CPU samples and the functions with the most self and inclusive
+    time; the raw stacks stay in the run's work folder (``profile-<role>.txt``).
+    """
+    run = session.run
+    session.drain()
+    run.set_rate(rate)
+    session.events.append((time.time(), f"profile {rate:.0f}/s"))
+    session.sleep(session.o.warm_s)
+    spies: dict[str, subprocess.Popen[bytes]] = {}
+    for role in run.spec.roles:
+        out = run.dir / f"profile-{role}.txt"
+        cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(run.procs[role].pid)]
+        cmd += ["-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out), "--nonblocking"]
+        spies[role] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for proc in spies.values():
+        try:
+            proc.wait(timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {role: summarise_stacks(run.dir / f"profile-{role}.txt", top) for role in spies}
+
+
+def summarise_stacks(path: Path, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive shares (% of samples) per function from py-spy's raw output."""
+    if not path.exists():
+        return {"samples": 0}
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        count = int(n)
+        total += count
+        frames = [_frame(f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            incl[frame] = incl.get(frame, 0) + count
+
+    def rank(table: dict[str, int]) -> list[tuple[str, float]]:
+        best = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+        return [(name, round(100 * c / max(total, 1), 1)) for name, c in best]
+
+    return {"samples": total, "self_pct": rank(own), "inclusive_pct": rank(incl)}
+
+
+def _frame(frame: str) -> str:
+    """``func (path/to/module.py:12)`` → ``module.py:func`` (site-packages paths shortened)."""
+    name, _, where = frame.partition(" (")
+    file = where.rsplit(":", 1)[0]
+    marker = "site-packages/"
+    if marker in file:
+        file = file.split(marker, 1)[1]
+    elif str(REPO_ROOT) in file:
+        file = file.split(str(REPO_ROOT) + "/", 1)[1]
+    return f"{file}:{name}"
 
 
 def soak(session: Session, rate: float, seconds: float) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from streamscore.dlq import DeadLetter
 from streamscore.errors import DataError, TransientError
 from streamscore.health import ProgressWatch
 from streamscore.kafka_config import producer_config
+from streamscore.lag import group_has_backlog
 from streamscore.producer import AsyncProducer
 from streamscore.settings import Settings
 from streamscore.topics import dlq_topic, predictions_topic
@@ -142,7 +143,9 @@ class Sink:
         self.stopping = stopping
         self.state = SinkState()
         self.progress = ProgressWatch(
-            COMPONENT, settings.health.stall_after_s, backlog=lambda: self.state.in_flight
+            COMPONENT,
+            settings.health.stall_after_s,
+            backlog=lambda: self.state.in_flight or group_has_backlog(settings, settings.sink.app_id),
         )
         self.writer = MongoWriter(settings.mongo, settings.sink)
         big: dict[str, Any] = {"message.max.bytes": DLQ_MAX_MESSAGE_BYTES}

@@ -110,6 +110,32 @@ def sink() -> None:
     sink_main(settings())
 
 
+@app.command("run")
+def run_pipeline(
+    records: Annotated[
+        int | None, typer.Option("--records", min=1, help="Exit 0 once N records are stored in MongoDB.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", min=0.1, help="Exit 0 after S seconds.")
+    ] = None,
+    demo_api: Annotated[
+        bool | None,
+        typer.Option("--demo-api/--no-demo-api", help="Start the demo API (default: if a source uses it)."),
+    ] = None,
+    plain: Annotated[
+        bool | None, typer.Option("--plain/--live", help="Progress lines or the live view (default: TTY).")
+    ] = None,
+    every: Annotated[float, typer.Option("--every", min=0.5, help="Seconds between progress lines.")] = 5.0,
+    grace: Annotated[float, typer.Option("--grace", min=1, help="Seconds before SIGKILL on stop.")] = 30.0,
+) -> None:
+    """Run the whole pipeline (demo API, poller, processor, sink) supervised, with a live view."""
+    from streamscore.run import RunOptions
+    from streamscore.run import main as run_main
+
+    opts = RunOptions(records, duration, demo_api, plain, every, grace)
+    raise typer.Exit(run_main(settings(), opts))
+
+
 @app.command("process")
 def process() -> None:
     """Run the processor: raw → clean → predictions (health on settings.health.processor_port)."""

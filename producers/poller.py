@@ -41,6 +41,8 @@ from streamscore.topics import raw_topic
 
 log = structlog.get_logger(__name__)
 COMPONENT = "poller"
+QUEUED_PAGES = 4  # how far the fetcher may run ahead of the committed cursor
+MERGE_RECORDS = 5000  # at most this many records (from whole pages) per transaction
 
 
 class Unparsable(Exception):
@@ -121,7 +123,7 @@ class SourcePoller:
             await client.close()
 
     async def _session(self, client: SourceClient, publisher: PagePublisher, stop: asyncio.Event) -> None:
-        queue: asyncio.Queue[PageBatch] = asyncio.Queue(maxsize=2)
+        queue: asyncio.Queue[PageBatch] = asyncio.Queue(maxsize=QUEUED_PAGES)
         fetcher = asyncio.create_task(self._fetch_loop(client, queue, stop), name=f"fetch-{self.name}")
         try:
             while True:
@@ -131,7 +133,11 @@ class SourcePoller:
                     getter.cancel()
                     fetcher.result()  # re-raise a crash of the fetcher
                     return
-                await self._commit(publisher, getter.result())
+                batch = getter.result()
+                # pages that queued up while the last transaction committed share the next one
+                while not queue.empty() and len(batch.records) < MERGE_RECORDS:
+                    batch = batch.merge(queue.get_nowait())
+                await self._commit(publisher, batch)
         finally:
             fetcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

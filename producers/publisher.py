@@ -36,6 +36,10 @@ class PageBatch:
     records: list[tuple[bytes, bytes]] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
 
+    def merge(self, later: PageBatch) -> PageBatch:
+        """This page and the next one as one batch, carrying the later cursor."""
+        return PageBatch(later.cursor, self.records + later.records, self.letters + later.letters)
+
 
 def transactional_id(settings: Settings, source: SourceSettings) -> str:
     return f"{settings.kafka.client_id_prefix}-poller-{source.name}"

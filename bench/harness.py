@@ -410,6 +410,50 @@ def window_stats(
     }
 
 
+def stage_latencies(run: Run, t0: float, t1: float, cap: int = 20_000) -> dict[str, Any]:
+    """fetch → Kafka record timestamp of each output topic, for records of the window.
+
+    The timestamps are the producers' (CreateTime): ``raw`` = the poller produced the record,
+    ``clean`` = the clean step produced its output, ``predictions`` = the score step did. Read
+    back after the window (a throwaway reader, no commits), at most ``cap`` records per topic.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streamscore.bootstrap import codec
+    from streamscore.kafka_config import reader_config
+    from streamscore.registry import SchemaRegistry
+
+    registry = SchemaRegistry(run.settings.registry)
+    out: dict[str, Any] = {}
+    for topic in (raw_topic(run.source), clean_topic(run.source), predictions_topic(run.source)):
+        decoder = codec(registry, run.settings, topic)
+        consumer = Consumer(reader_config(run.settings, "bench-stages", **{"enable.partition.eof": True}))
+        try:
+            parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            wanted = [TopicPartition(topic, p, int(t0 * 1000)) for p in parts]
+            starts = [tp for tp in consumer.offsets_for_times(wanted, timeout=10) if tp.offset >= 0]
+            consumer.assign(starts)
+            values: list[float] = []
+            open_parts = {tp.partition for tp in starts}
+            deadline = time.monotonic() + 30
+            while open_parts and len(values) < cap and time.monotonic() < deadline:
+                for msg in consumer.consume(500, timeout=1.0):
+                    if msg.error() is not None:
+                        open_parts.discard(msg.partition())
+                        continue
+                    ts = msg.timestamp()[1] / 1000
+                    if ts >= t1:
+                        open_parts.discard(msg.partition())
+                        continue
+                    with contextlib.suppress(Exception):
+                        fetched = decoder.decode(msg.value())["fetched_at"].timestamp()
+                        values.append(ts - fetched)
+        finally:
+            consumer.close()
+        out[topic.split(".", 1)[0]] = percentiles(np.array(values))
+    return out
+
+
 class Session:
     """Drives one pipeline through the search, the latency phases and (optionally) the soak."""
 
@@ -523,6 +567,10 @@ class Session:
         self.sleep(seconds)
         b = self.sampler.snapshot()
         stats = {"label": label, "rate": rate, **window_stats(self.run, self.sampler, a, b, self.idle_rates)}
+        try:
+            stats["latency_fetch_to_kafka_timestamp"] = stage_latencies(self.run, a["t"], b["t"])
+        except Exception as exc:  # the breakdown is a bonus; the window's figures stand without it
+            stats["latency_fetch_to_kafka_timestamp"] = {"error": str(exc)[:300]}
         self.phases.append(stats)
         return stats
 

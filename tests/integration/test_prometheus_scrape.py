@@ -1,6 +1,7 @@
-"""A real Prometheus (Debian's `prometheus` binary) scrapes every streamscore process of a short
-pipeline run; the consumer-lag metric of the pipeline groups returns samples, every target is up,
-and the alert rules load in the server.
+"""A real Prometheus (Debian's `prometheus` binary) scrapes every process of a short
+`streamscore run --duration ...` (poller, processor, sink) and the lag exporter beside it; the
+consumer-lag metric of the pipeline groups returns samples, every target is up, and the alert
+rules load in the server.
 
 The processes run on free ports with a unique source, groups and database, so the shared stack's
 other users are not disturbed.
@@ -121,9 +122,9 @@ def test_prometheus_scrapes_every_process_and_the_lag_metric(processes: Processe
         "STREAMSCORE_REGISTRY__CACHE_DIR": str(tmp_path / "schema-cache"),
         "STREAMSCORE_LOG_FORMAT": "json",
     }
-    processes.start("demo-api", [STREAMSCORE, "demo-api", "--backlog", "300", "--rate", "20"], env)
-    for name, command in (("poller", "poll"), ("processor", "process"), ("sink", "sink")):
-        processes.start(name, [STREAMSCORE, command], env)
+    env |= {"STREAMSCORE_DEMO_API__BACKLOG": "300", "STREAMSCORE_DEMO_API__RATE_PER_S": "20"}
+    run = [STREAMSCORE, "run", "--duration", "150", "--plain", "--every", "2"]
+    processes.start("run", run, env)  # demo API, poller, processor, sink as its children
     processes.start("exporter", [STREAMSCORE, "exporter", "--interval", "1"], env)
 
     config = tmp_path / "prometheus.yml"
@@ -162,6 +163,10 @@ def test_prometheus_scrapes_every_process_and_the_lag_metric(processes: Processe
     assert all(float(s["value"][1]) >= 0 for s in lag)
     assert query(base, f'streamscore_consumer_lag_seconds{{group="{sink_group}"}}')
     assert written, "the sink stored nothing during the run"
+
+    run_proc = processes.procs["run"]
+    run_proc.terminate()  # a clean stop of the whole run (it would stop by itself at --duration)
+    assert run_proc.wait(60) == 0, processes.tail()
 
     rules = httpx.get(f"{base}/api/v1/rules", timeout=5).json()["data"]["groups"]
     loaded = {r["name"] for g in rules for r in g["rules"]}

@@ -8,7 +8,9 @@ consumer group:
   model only, default batch settings;
 - processor, fused mode (``STREAMSCORE_PROCESSOR__FUSED=true``): one agent cleans and scores,
   still writing the clean topic (reads its own copy of the same records);
-- floor: ``bench/peers/floor.py`` (confluent-kafka consume(500) → fastavro → pydantic → ONNX → produce).
+- floor: ``bench/peers/floor.py`` (confluent-kafka consume(500) → fastavro → pydantic → ONNX → produce);
+- Faust alone: ``bench/peers/faust_noop.py``, the same take_events loop doing nothing (the
+  framework's own cost per consumed record; the two-stage processor pays it twice).
 
 Throughput is measured on the outputs (predictions + dead letters, by polling end offsets every
 0.1 s) from the first output to the last, so start-up is excluded; CPU per record is the
@@ -123,6 +125,16 @@ def measure(
     }
 
 
+def measure_noop(settings: Settings, topic: str, n: int, tag: str, limit_s: float) -> dict[str, Any]:
+    """Faust's own cost on the same topic (bench/peers/faust_noop.py reports itself)."""
+    cmd = [sys.executable, "bench/peers/faust_noop.py", topic, str(n), f"bench-noop-{tag}"]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=limit_s)
+    lines = [line[line.index("{") :] for line in done.stdout.splitlines() if "{" in line]  # after tty codes
+    if not lines:
+        raise SystemExit(f"faust_noop failed:\n{done.stderr[-2000:]}")
+    return dict(json.loads(lines[-1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=30_000)
@@ -177,6 +189,9 @@ def main() -> None:
         args.limit_s,
     )
     print(f"  {floor}", flush=True)
+    print("faust no-op agent ...", flush=True)
+    noop = measure_noop(settings, raw_topic(source), args.n, tag, args.limit_s)
+    print(f"  {noop}", flush=True)
     ratio = processor["records_per_s"] / floor["records_per_s"]
     result = {
         "benchmark": "processor raw -> predictions",
@@ -190,6 +205,7 @@ def main() -> None:
         "processor": processor,
         "processor_fused": processor_fused,
         "floor": floor,
+        "faust_noop": noop,
         "processor_vs_floor": round(ratio, 3),
         "processor_fused_vs_floor": round(processor_fused["records_per_s"] / floor["records_per_s"], 3),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),

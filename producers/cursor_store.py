@@ -70,7 +70,7 @@ def load_cursors(settings: Settings, timeout_s: float = 30.0) -> dict[str, Store
         consumer.assign([TopicPartition(CURSORS_TOPIC, 0, OFFSET_BEGINNING)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=1.0):
+            for msg in consumer.consume(10_000, timeout=0.2):
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:

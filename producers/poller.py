@@ -34,7 +34,7 @@ from producers.raw_record import RawRecordEncoder
 from streamscore import metrics
 from streamscore.avro import AvroCodec
 from streamscore.dlq import DeadLetter
-from streamscore.errors import TransientError
+from streamscore.errors import ConfigError, TransientError
 from streamscore.health import HealthServer, ProgressWatch
 from streamscore.settings import Settings, SourceSettings
 from streamscore.topics import raw_topic
@@ -74,8 +74,14 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
 
 class SourcePoller:
     def __init__(
-        self, settings: Settings, source: SourceSettings, codec: AvroCodec, start: StoredCursor
+        self,
+        settings: Settings,
+        source: SourceSettings,
+        codec: AvroCodec,
+        start: StoredCursor,
+        publisher: PagePublisher | None = None,
     ) -> None:
+        self.publisher = publisher  # a started one, handed over by start_pollers
         self.settings = settings
         self.source = source
         self.name = source.name
@@ -100,12 +106,11 @@ class SourcePoller:
         kafka_failures = 0
         try:
             while not stop.is_set():
-                publisher = PagePublisher(self.settings, self.source)
+                publisher, self.publisher = self.publisher or PagePublisher(self.settings, self.source), None
                 try:
-                    started = time.monotonic()
-                    await publisher.start()
+                    if not publisher.ready:
+                        await publisher.start()
                     self.state.publisher_ready = True
-                    self.log.info("publisher_ready", seconds=round(time.monotonic() - started, 3))
                     await self._session(client, publisher, stop)
                 except TransientError as exc:
                     kafka_failures += 1
@@ -353,24 +358,50 @@ class SourcePoller:
 
 # --- process ------------------------------------------------------------------------------
 async def start_pollers(settings: Settings, names: list[str] | None = None) -> list[SourcePoller]:
-    """Topics, contracts, codecs and stored cursors for the chosen sources (all by default)."""
-    from streamscore.bootstrap import codec, prepare, wait_for
+    """Topics, the raw contract, publishers and stored cursors for the sources (all by default).
+
+    Publishers start (``init_transactions``) before the cursors are read: that fences a killed
+    predecessor and aborts its open transaction, which would otherwise hold every
+    ``read_committed`` reader of the cursor topic until the transaction times out.
+    """
+    from streamscore.bootstrap import codec, wait_for
+    from streamscore.registry import SchemaRegistry
+    from streamscore.topics import ensure_topics
 
     sources = [s for s in settings.sources if not names or s.name in names]
     missing = set(names or ()) - {s.name for s in sources}
     if missing:
-        from streamscore.errors import ConfigError
-
         raise ConfigError("STREAMSCORE_SOURCES", f"no source named {', '.join(sorted(missing))}")
-    registry = await asyncio.to_thread(prepare, settings, COMPONENT)
+    await asyncio.to_thread(wait_for, "kafka", lambda: ensure_topics(settings), COMPONENT)
+    registry = SchemaRegistry(settings.registry)
+    codecs = {}
+    for source in sources:
+        topic = raw_topic(source.name)
+        codecs[source.name] = raw_codec = codec(registry, settings, topic)
+        if settings.registry.mode == "register":
+            await asyncio.to_thread(
+                wait_for, "registry", lambda t=topic: registry.set_compatibility(f"{t}-value"), COMPONENT
+            )
+        await asyncio.to_thread(wait_for, "registry", lambda c=raw_codec: c.schema_id, COMPONENT)
+    publishers = {}
+    for source in sources:
+        publishers[source.name] = publisher = PagePublisher(settings, source)
+        for attempt in range(1, 1_000_000):
+            try:
+                await publisher.start()
+                break
+            except TransientError as exc:
+                metrics.TRANSIENT_ERRORS.labels(component=COMPONENT, kind="kafka").inc()
+                log.warning(
+                    "waiting_for_dependency", what="kafka-transactions", attempt=attempt, error=str(exc)
+                )
+                await asyncio.sleep(backoff_delay(attempt, 0.5, 10.0))
     stored = await asyncio.to_thread(wait_for, "cursors", lambda: load_cursors(settings), COMPONENT)
     pollers = []
     for source in sources:
-        raw_codec = codec(registry, settings, raw_topic(source.name))
-        await asyncio.to_thread(getattr, raw_codec, "schema_id")
         start = start_position(source, stored.get(source.name))
         log.info("source_resuming", source=source.name, position=start.position, records=start.records)
-        pollers.append(SourcePoller(settings, source, raw_codec, start))
+        pollers.append(SourcePoller(settings, source, codecs[source.name], start, publishers[source.name]))
     return pollers
 
 

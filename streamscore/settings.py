@@ -134,7 +134,7 @@ class SourceSettings(BaseModel):
     poll_interval_s: float = Field(default=1.0, gt=0)
     failure_cooldown_s: float = Field(default=30.0, gt=0)
     transactional: bool = True
-    transaction_timeout_s: float = Field(default=60.0, gt=0)
+    transaction_timeout_s: float = Field(default=15.0, gt=0)
 
     @field_validator("url")
     @classmethod

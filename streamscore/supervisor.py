@@ -5,7 +5,8 @@ after asking Linux to send it SIGTERM if the supervisor dies (``PR_SET_PDEATHSIG
 keeps consuming — in its own process group (a Ctrl-C reaches only the supervisor, which then
 stops the children), with output appended to ``<log_dir>/<command>.log``. A crashed child is restarted after
 ``1, 2, 4, … 30 s`` (reset after a minute of uptime); exit code 2 (a configuration error) is not
-retried. Stopping sends SIGTERM, then SIGKILL after a grace period.
+retried. Stopping goes child by child, last started first: SIGTERM, then SIGKILL after a grace
+period.
 """
 
 from __future__ import annotations
@@ -82,12 +83,16 @@ class Child:
 class Supervisor:
     """Starts the children, restarts the ones that crash, stops them all."""
 
-    def __init__(self, commands: list[str], log_dir: Path, notify: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        commands: list[str],
+        log_dir: Path,
+        notify: Callable[[str], None],
+        argv: Callable[[str], list[str]] | None = None,
+    ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.children = [
-            Child(cmd, [sys.executable, "-m", "streamscore.supervisor", cmd], log_dir / f"{cmd}.log")
-            for cmd in commands
-        ]
+        argv = argv or (lambda cmd: [sys.executable, "-m", "streamscore.supervisor", cmd])
+        self.children = [Child(cmd, argv(cmd), log_dir / f"{cmd}.log") for cmd in commands]
         self.notify = notify
         self.stopping = False
 
@@ -141,17 +146,16 @@ class Supervisor:
         return any(c.gave_up for c in self.children)
 
     async def stop(self, grace_s: float) -> dict[str, str]:
-        """SIGTERM every child (the last started first), SIGKILL what is left after ``grace_s``."""
+        """Stop the children one by one, the last started first (the poller before the consumers,
+        the demo API last): SIGTERM, then SIGKILL after ``grace_s``. Returns how each ended."""
         self.stopping = True
-        running = [c for c in reversed(self.children) if c.running]
-        for child in running:
+        outcome: dict[str, str] = {}
+        for child in reversed(self.children):
+            if not child.running:
+                continue
             assert child.proc is not None
             with contextlib.suppress(ProcessLookupError):
                 child.proc.send_signal(signal.SIGTERM)
-        outcome: dict[str, str] = {}
-
-        async def wait(child: Child) -> None:
-            assert child.proc is not None
             try:
                 code = await asyncio.wait_for(child.proc.wait(), grace_s)
                 outcome[child.name] = describe_exit(code)
@@ -159,9 +163,7 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.kill()
                 await child.proc.wait()
-                outcome[child.name] = f"killed after {grace_s:.0f}s grace"
-
-        await asyncio.gather(*(wait(c) for c in running))
+                outcome[child.name] = f"killed after {grace_s:g}s grace"
         return outcome
 
 

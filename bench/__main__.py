@@ -37,7 +37,7 @@ def main(
     rate: Annotated[
         float | None, typer.Option(help="Skip the search; treat this rate as sustainable.")
     ] = None,
-    soak: Annotated[bool, typer.Option(help="Add a 10-minute soak at 50% of the sustainable rate.")] = False,
+    soak: Annotated[bool, typer.Option(help="10-minute soak of streamscore at 50% of its rate.")] = False,
     profile: Annotated[bool, typer.Option(help="Add a py-spy window at 80% after the others.")] = False,
     soak_s: Annotated[float, typer.Option(help="Soak length in seconds.")] = 600,
     only_streamscore: Annotated[bool, typer.Option(help="Alias of --peers none.")] = False,

@@ -348,8 +348,12 @@ def lag_verdict(samples: list[dict[str, Any]], rate: float) -> dict[str, Any]:
     throughput = float((done[-1] - done[0]) / (t[-1] - t[0]))
     bound = 3.0 * rate + 200
     ok = slope <= 0.05 * rate + 5 and lag[-1] <= bound
+    last = samples[-1]
+    kafka = {k: v for k, v in last.get("kafka_lag", {}).items() if k.count(":") == 1}
     return {
         "ok": bool(ok),
+        "api_backlog_end": int(last["available"] - last["fetched"]),  # not yet fetched by the poller
+        "kafka_lag_end": kafka,
         "lag_slope_per_s": round(slope, 1),
         "lag_end": int(lag[-1]),
         "lag_bound": int(bound),
@@ -639,7 +643,7 @@ def bench_pipeline(spec: PipelineSpec, tag: str, options: Options) -> dict[str, 
                     session.phase(f"{int(frac * 100)}%", sustainable * frac, options.measure_s)
             if options.profile and sustainable > 0:
                 result["profile"] = profile(session, sustainable * 0.8, options.measure_s)
-            if options.soak_s > 0 and sustainable > 0:
+            if options.soak_s > 0 and sustainable > 0 and spec.name == "streamscore":
                 result["soak"] = soak(session, sustainable * 0.5, options.soak_s)
         except Exception as exc:
             result["error"] = f"{type(exc).__name__}: {exc}"[:4000]

@@ -75,14 +75,17 @@ def compare(document: dict[str, Any]) -> dict[str, Any]:
     )
     soak = ss.get("soak")
     growth = max(soak["rss_growth_pct"].values(), default=None) if soak else None
+    long_enough = bool(soak) and soak["seconds"] >= 590
+    evidence = "soak not run (--soak)"
+    if soak:
+        evidence = f"RSS growth % by process {soak['rss_growth_pct']} over {soak['seconds']} s"
+        evidence += f" at {soak['rate']:.0f}/s" + ("" if long_enough else " (under 10 minutes: no verdict)")
     targets.append(
         {
             "target": f"RSS growth < {RSS_TARGET_PCT:.0f}% over a 10-minute run",
             "value": growth,
-            "met": None if growth is None else growth < RSS_TARGET_PCT,
-            "evidence": f"{soak['rss_growth_pct']} over {soak['seconds']} s"
-            if soak
-            else "soak not run (--soak)",
+            "met": None if growth is None or not long_enough else growth < RSS_TARGET_PCT,
+            "evidence": evidence,
         }
     )
     lines = [f"streamscore / {PEER_NAMES[p]}: {r}" for p, r in ratios.items() if r is not None]
@@ -271,7 +274,7 @@ def section(document: dict[str, Any], result_path: Path, plots: dict[str, Path])
     for t in comp["targets"]:
         verdict = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['target']} | {_fmt(t['value'])} | {verdict} | {t['evidence']} |")
-    lines += _stages(pipes) + _cpu_tables(pipes) + _profiles(pipes)
+    lines += _steps(pipes) + _stages(pipes) + _cpu_tables(pipes) + _profiles(pipes)
     lines += ["", "### Plots", ""]
     titles = {"throughput": "Throughput and CPU", "latency": "Latency", "timeline": "Timeline"}
     for key, title in titles.items():
@@ -282,6 +285,23 @@ def section(document: dict[str, Any], result_path: Path, plots: dict[str, Path])
             lines += ["", f"{name} failed: `{res['error'][:500]}`"]
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _steps(pipes: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "Search steps (offered rate, verdict, records done per second in the second half):",
+        "",
+    ]
+    for name, res in pipes.items():
+        steps = ", ".join(
+            f"{s['rate']} {'ok' if s['ok'] else 'FAIL'} ({s.get('done_per_s')}/s"
+            + (f", API backlog {s['api_backlog_end']}" if s.get("api_backlog_end", 0) > s["rate"] else "")
+            + ")"
+            for s in res.get("steps", [])
+        )
+        lines.append(f"- {name}: {steps or 'no search (--rate)'}")
+    return lines
 
 
 def _stages(pipes: dict[str, Any]) -> list[str]:

@@ -174,8 +174,11 @@ class SourcePoller:
                 await queue.put(PageBatch(self._cursor(position, records), letters=[letter]))
                 failures = await self._failed("http-parse", exc, failures, stop)
                 continue
-            except (HttpGaveUp, HttpRefused) as exc:
+            except HttpGaveUp as exc:
                 failures = await self._failed("http", exc, failures, stop)
+                continue
+            except HttpRefused as exc:  # 4xx: will not heal by itself soon; full cool-down
+                failures = await self._failed("refused", exc, failures, stop)
                 continue
             failures = 0
             self.state.last_error = None
@@ -241,11 +244,13 @@ class SourcePoller:
         failures += 1
         self.state.failures += 1
         self.state.last_error = f"{type(exc).__name__}: {exc}"[:500]
-        if reason == "http-parse":
+        if reason != "http":  # HttpGaveUp was counted by the client, with its last reason
             metrics.POLLER_FAILURES.labels(source=self.name, reason=reason).inc()
-        delay = backoff_delay(failures, 1.0, self.source.failure_cooldown_s) + min(
-            1.0, self.source.poll_interval_s
-        )
+        if reason == "refused":
+            delay = self.source.failure_cooldown_s
+        else:
+            cooldown = backoff_delay(failures, 1.0, self.source.failure_cooldown_s)
+            delay = cooldown + min(1.0, self.source.poll_interval_s)
         self.log.error(
             "fetch_failed_cooling_down", reason=reason, retry_in_s=round(delay, 2), **describe(exc)
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -110,19 +112,38 @@ class PollerRun:
         self.task: asyncio.Task[None] | None = None
         self.pollers: list[SourcePoller] = []
 
-    async def __aenter__(self) -> PollerRun:
+    async def prepare(self) -> None:
+        """Topics, contract, publishers, cursors: everything before the first request."""
         self.pollers = await start_pollers(self.settings)
+
+    @contextlib.asynccontextmanager
+    async def started(self) -> AsyncIterator[PollerRun]:
+        """Run the prepared pollers (preparing them first if needed) until the block ends."""
+        if not self.pollers:
+            await self.prepare()
 
         async def run() -> None:
             await asyncio.gather(*(p.run(self.stop) for p in self.pollers))
 
         self.task = asyncio.create_task(run())
-        return self
+        try:
+            yield self
+        finally:
+            self.stop.set()
+            await asyncio.wait_for(self.task, timeout=20)
 
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        assert self.task is not None
-        await asyncio.wait_for(self.task, timeout=20)
+    async def __aenter__(self) -> PollerRun:
+        self._cm = self.started()
+        return await self._cm.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._cm.__aexit__(*exc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 __all__ = ["PollerRun", "run_poller"]

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -17,15 +16,9 @@ from producers.cursor_store import load_cursors
 from producers.demo_api.server import serving
 from producers.demo_api.store import decode_cursor, encode_cursor
 from tests.conftest import unique
-from tests.integration.poller_support import demo, raw_ids, source, wait_for
+from tests.integration.poller_support import demo, free_port, raw_ids, source, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stack")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_poller(src: dict, tmp_path) -> subprocess.Popen:
@@ -50,7 +43,8 @@ async def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(make_set
         settings = make_settings(sources=[src])
         first = start_poller(src, tmp_path)
         try:
-            await wait_for(lambda: api.ledger.summary()["count"] >= 900, 20, "the first poller to get going")
+            # generous deadlines: start-up is seconds on a quiet machine, much more on a busy one
+            await wait_for(lambda: api.ledger.summary()["count"] >= 900, 45, "the first poller to get going")
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(10)
@@ -69,7 +63,7 @@ async def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(make_set
                     r["query"].get("cursor") == end for r in api.ledger.requests
                 )
 
-            await wait_for(finished, 20, "the second poller to catch up")
+            await wait_for(finished, 45, "the second poller to catch up")
             for _ in range(50):  # read the cursor topic off the event loop: the API runs on it
                 if (await asyncio.to_thread(load_cursors, settings))[name].position == end:
                     break

@@ -9,14 +9,25 @@ import pytest
 from producers.demo_api.server import serving
 from streamscore import metrics
 from tests.conftest import unique
-from tests.integration.poller_support import PollerRun, demo, done, poll_to_end, raw_ids, source, wait_for
+from tests.integration.poller_support import PollerRun, demo, done, free_port, raw_ids, source, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stack")]
 
 
 async def test_incremental_polling_follows_new_records_as_they_appear(make_settings):
-    live = demo(100, rate_per_s=400.0, max_records=1300)  # ~3 s of new records after the backlog
-    api, settings, name, poller = await poll_to_end(make_settings, live, page_size=500, poll_interval_s=0.2)
+    port = free_port()
+    name = unique("live")
+    settings = make_settings(
+        sources=[source(name, f"http://127.0.0.1:{port}", page_size=500, poll_interval_s=0.2)]
+    )
+    # the poller is ready (topics, contract, cursors) before the API starts: records then keep
+    # appearing for 3 s after the backlog, while the poller comes back for them
+    run = PollerRun(settings)
+    await run.prepare()
+    live = demo(100, rate_per_s=400.0, max_records=1300).model_copy(update={"port": port})
+    async with serving(live) as (api, _), run.started():
+        poller = run.pollers[0]
+        await wait_for(lambda: done(api, poller, 1300), 25, "all records committed")
     ids = raw_ids(settings, name)
     assert set(ids) == set(api.ledger.ids()) and len(set(ids)) == 1300
     assert len(ids) == 1300  # partial pages re-read at the same cursor publish nothing twice

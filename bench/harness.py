@@ -662,10 +662,12 @@ def bench_pipeline(spec: PipelineSpec, tag: str, options: Options) -> dict[str, 
 
 
 def profile(session: Session, rate: float, seconds: float, top: int = 25) -> dict[str, Any]:
-    """py-spy (sampling, non-blocking) on every pipeline process over a window at ``rate``.
+    """py-spy (100 Hz, non-blocking) on every pipeline process over a window at ``rate``.
 
-    Returns per process the on-CPU samples and the functions with the most self and inclusive
-    time; the raw stacks stay in the run's work folder (``profile-<role>.txt``).
+    Only samples of the thread holding the GIL count (``--gil``): Python-level CPU, without
+    threads parked in ``poll``/``select`` (C code that releases the GIL, onnxruntime included,
+    is not seen). Returns per process the sample count and the functions with the most self and
+    inclusive time; the raw stacks stay in the run's work folder (``profile-<role>.txt``).
     """
     run = session.run
     session.drain()
@@ -676,7 +678,7 @@ def profile(session: Session, rate: float, seconds: float, top: int = 25) -> dic
     for role in run.spec.roles:
         out = run.dir / f"profile-{role}.txt"
         cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(run.procs[role].pid)]
-        cmd += ["-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out), "--nonblocking"]
+        cmd += ["-d", str(int(seconds)), "-r", "100", "-f", "raw", "-o", str(out), "--nonblocking", "--gil"]
         spies[role] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for proc in spies.values():
         try:

@@ -356,7 +356,7 @@ def _profiles(pipes: dict[str, Any]) -> list[str]:
         prof = res.get("profile")
         if not prof:
             continue
-        lines += ["", f"py-spy at 80 % ({name}): functions with the most on-CPU self time, % of samples:", ""]
+        lines += ["", f"py-spy at 80 % ({name}), samples holding the GIL: most self time, % of samples:", ""]
         for role, summary in prof.items():
             top = ", ".join(f"`{fn}` {pct}" for fn, pct in summary.get("self_pct", [])[:8])
             lines.append(f"- {role} ({summary.get('samples', 0)} samples): {top}")

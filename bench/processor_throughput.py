@@ -6,8 +6,10 @@ consumer group:
 
 - processor: ``streamscore process`` (Faust: clean agent → clean topic → score agent), primary
   model only, default batch settings;
+- processor, one process per stage (``STREAMSCORE_PROCESSOR__STAGES``, own app ids): the two
+  agents in two processes, so the stages pipeline instead of taking turns;
 - processor, fused mode (``STREAMSCORE_PROCESSOR__FUSED=true``): one agent cleans and scores,
-  still writing the clean topic (reads its own copy of the same records);
+  still writing the clean topic;
 - floor: ``bench/peers/floor.py`` (confluent-kafka consume(500) → fastavro → pydantic → ONNX → produce);
 - Faust alone: ``bench/peers/faust_noop.py``, the same take_events loop doing nothing (the
   framework's own cost per consumed record; the two-stage processor pays it twice).
@@ -15,7 +17,9 @@ consumer group:
 Throughput is measured on the outputs (predictions + dead letters, by polling end offsets every
 0.1 s) from the first output to the last, so start-up is excluded; CPU per record is the
 contender process's CPU time (user + system, all threads) over the same window.
-Writes ``bench/results/processor.json``. Usage: ``python bench/processor_throughput.py [-n 30000]``.
+Each processor variant reads its own copy of the same records (its outputs must not mix).
+Writes ``bench/results/processor.json`` (every round and the medians).
+Usage: ``python bench/processor_throughput.py [-n 30000] [--rounds 3]``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -82,11 +87,15 @@ def count(consumer: Consumer, topics: list[str]) -> int:
 
 
 def measure(
-    cmd: list[str], env: dict[str, str], settings: Settings, outs: list[str], n: int, limit_s: float
+    procs: list[tuple[list[str], dict[str, str]]], settings: Settings, outs: list[str], n: int, limit_s: float
 ) -> dict[str, Any]:
+    """Run the contender's process(es) until ``n`` outputs exist; rate and CPU from first to last."""
     watcher = Consumer(reader_config(settings, "bench-watch"))
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ps = psutil.Process(proc.pid)
+    running = [
+        subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for cmd, env in procs
+    ]
+    handles = [psutil.Process(p.pid) for p in running]
     start = time.monotonic()
     first: tuple[float, int, float] | None = None
     last: tuple[float, int, float] = (start, 0, 0.0)
@@ -94,29 +103,33 @@ def measure(
         while time.monotonic() - start < limit_s:
             done = count(watcher, outs)
             now = time.monotonic()
-            cpu = sum(ps.cpu_times()[:2])
+            cpu = sum(sum(h.cpu_times()[:2]) for h in handles)
             if done and first is None:
                 first = (now, done, cpu)
             if done > last[1]:
                 last = (now, done, cpu)
-            if done >= n or proc.poll() is not None:
+            if done >= n or any(p.poll() is not None for p in running):
                 break
             time.sleep(0.1)
     finally:
-        proc.terminate()
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
+        errors = []
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            try:
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+            errors.append(err.decode(errors="replace")[-1500:])
         watcher.close()
     if first is None or last[1] < n:
-        tail = err.decode(errors="replace")[-2000:]
-        raise SystemExit(f"{cmd[-1]}: {last[1]}/{n} outputs within {limit_s}s\n{tail}")
+        raise SystemExit(f"{procs[0][0][-1]}: {last[1]}/{n} outputs within {limit_s}s\n" + "\n".join(errors))
     span = last[0] - first[0]
     records = last[1] - first[1]
     return {
         "records": n,
+        "processes": len(procs),
         "startup_s": round(first[0] - start, 2),
         "measured_records": records,
         "measured_s": round(span, 3),
@@ -135,64 +148,105 @@ def measure_noop(settings: Settings, topic: str, n: int, tag: str, limit_s: floa
     return dict(json.loads(lines[-1]))
 
 
+def run_round(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """One measurement of every contender on fresh copies of the same records."""
+    tag = uuid.uuid4().hex[:8]
+    names = {k: f"bench{k}{tag}" for k in ("two", "split", "fused", "floor")}
+    settings = load_settings(sources=[{"name": n} for n in names.values()])
+    for key in ("two", "split", "fused"):  # each processor variant writes its own topics
+        print(f"pre-filling raw.{names[key]} with {args.n} records ...", flush=True)
+        fill(settings, names[key], args.n, args.seed)
+    base = os.environ | {
+        "STREAMSCORE_LOG_LEVEL": "WARNING",
+        "STREAMSCORE_LOG_FORMAT": "json",
+        "STREAMSCORE_HEALTH__PROCESSOR_PORT": "0",
+    }
+    process = [sys.executable, "-m", "streamscore.cli", "process"]
+
+    def env(key: str, **extra: str) -> dict[str, str]:
+        return base | {"STREAMSCORE_SOURCES": json.dumps([{"name": names[key]}])} | extra
+
+    def outs(key: str) -> list[str]:
+        return [predictions_topic(names[key]), dlq_topic(names[key])]
+
+    app = f"bench-processor-{tag}"
+    contenders: dict[str, list[tuple[list[str], dict[str, str]]]] = {
+        "processor": [(process, env("two", STREAMSCORE_PROCESSOR__APP_ID=app))],
+        "processor_process_per_stage": [
+            (
+                process,
+                env(
+                    "split",
+                    STREAMSCORE_PROCESSOR__APP_ID=f"{app}-clean",
+                    STREAMSCORE_PROCESSOR__STAGES='["clean"]',
+                ),
+            ),
+            (
+                process,
+                env(
+                    "split",
+                    STREAMSCORE_PROCESSOR__APP_ID=f"{app}-score",
+                    STREAMSCORE_PROCESSOR__STAGES='["score"]',
+                ),
+            ),
+        ],
+        "processor_fused": [
+            (
+                process,
+                env(
+                    "fused", STREAMSCORE_PROCESSOR__APP_ID=f"{app}-fused", STREAMSCORE_PROCESSOR__FUSED="true"
+                ),
+            )
+        ],
+        "floor": [
+            (
+                [
+                    sys.executable,
+                    "bench/peers/floor.py",
+                    raw_topic(names["two"]),
+                    names["floor"],
+                    f"{app}-floor",
+                ],
+                env("floor"),
+            )
+        ],
+    }
+    found: dict[str, dict[str, Any]] = {}
+    for name, procs in contenders.items():
+        print(f"{name} ...", flush=True)
+        key = {"processor": "two", "processor_process_per_stage": "split", "processor_fused": "fused"}.get(
+            name, "floor"
+        )
+        found[name] = measure(procs, settings, outs(key), args.n, args.limit_s)
+        print(f"  {found[name]}", flush=True)
+    print("faust_noop ...", flush=True)
+    found["faust_noop"] = measure_noop(settings, raw_topic(names["two"]), args.n, tag, args.limit_s)
+    print(f"  {found['faust_noop']}", flush=True)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=30_000)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--limit-s", type=float, default=300)
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    source, fused, floor_out = f"bench{tag}", f"benchfused{tag}", f"benchfloor{tag}"
-    settings = load_settings(sources=[{"name": source}, {"name": fused}, {"name": floor_out}])
-    for name in (source, fused):  # the fused processor needs its own output topics: same records
-        print(f"pre-filling raw.{name} with {args.n} records ...", flush=True)
-        fill(settings, name, args.n, args.seed)
-    base = os.environ | {"STREAMSCORE_LOG_LEVEL": "WARNING", "STREAMSCORE_LOG_FORMAT": "json"}
-    proc_env = base | {
-        "STREAMSCORE_SOURCES": json.dumps([{"name": source}]),
-        "STREAMSCORE_PROCESSOR__APP_ID": f"bench-processor-{tag}",
-        "STREAMSCORE_HEALTH__PROCESSOR_PORT": "0",
+    load_before = os.getloadavg()[0]
+    rounds = [run_round(args) for _ in range(args.rounds)]
+    median = {
+        name: {
+            "records_per_s": statistics.median(r[name]["records_per_s"] for r in rounds),
+            "cpu_ms_per_record": statistics.median(r[name]["cpu_ms_per_record"] for r in rounds),
+        }
+        for name in rounds[0]
     }
-    print("processor ...", flush=True)
-    processor = measure(
-        [sys.executable, "-m", "streamscore.cli", "process"],
-        proc_env,
-        settings,
-        [predictions_topic(source), dlq_topic(source)],
-        args.n,
-        args.limit_s,
-    )
-    print(f"  {processor}", flush=True)
-    print("processor, fused mode ...", flush=True)
-    fused_env = proc_env | {
-        "STREAMSCORE_SOURCES": json.dumps([{"name": fused}]),
-        "STREAMSCORE_PROCESSOR__APP_ID": f"bench-processor-fused-{tag}",
-        "STREAMSCORE_PROCESSOR__FUSED": "true",
+    floor = median["floor"]
+    ratios = {
+        f"{name}_vs_floor": round(m["records_per_s"] / floor["records_per_s"], 3)
+        for name, m in median.items()
+        if name != "floor"
     }
-    processor_fused = measure(
-        [sys.executable, "-m", "streamscore.cli", "process"],
-        fused_env,
-        settings,
-        [predictions_topic(fused), dlq_topic(fused)],
-        args.n,
-        args.limit_s,
-    )
-    print(f"  {processor_fused}", flush=True)
-    print("floor ...", flush=True)
-    floor_env = base | {"STREAMSCORE_SOURCES": json.dumps([{"name": floor_out}])}
-    floor = measure(
-        [sys.executable, "bench/peers/floor.py", raw_topic(source), floor_out, f"bench-floor-{tag}"],
-        floor_env,
-        settings,
-        [predictions_topic(floor_out), dlq_topic(floor_out)],
-        args.n,
-        args.limit_s,
-    )
-    print(f"  {floor}", flush=True)
-    print("faust no-op agent ...", flush=True)
-    noop = measure_noop(settings, raw_topic(source), args.n, tag, args.limit_s)
-    print(f"  {noop}", flush=True)
-    ratio = processor["records_per_s"] / floor["records_per_s"]
     result = {
         "benchmark": "processor raw -> predictions",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -201,26 +255,24 @@ def main() -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
+        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "records": args.n,
-        "processor": processor,
-        "processor_fused": processor_fused,
-        "floor": floor,
-        "faust_noop": noop,
-        "processor_vs_floor": round(ratio, 3),
-        "processor_fused_vs_floor": round(processor_fused["records_per_s"] / floor["records_per_s"], 3),
-        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
-        "target": ">= 0.5",
+        "rounds": rounds,
+        "median": median,
+        "ratios": ratios,
+        "target": "processor_vs_floor >= 0.5",
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    p, f, pf = processor, floor, processor_fused
+    load_after = os.getloadavg()[0]
     print(
-        f"processor {p['records_per_s']:.0f} rec/s ({p['cpu_ms_per_record']:.3f} ms CPU/rec), "
-        f"floor {f['records_per_s']:.0f} rec/s ({f['cpu_ms_per_record']:.3f} ms CPU/rec), "
-        f"ratio {ratio:.2f} (target >= 0.5); fused {pf['records_per_s']:.0f} rec/s "
-        f"({pf['cpu_ms_per_record']:.3f} ms CPU/rec), ratio {result['processor_fused_vs_floor']:.2f} "
-        f"-> {RESULTS.relative_to(REPO_ROOT)}"
+        f"\nmedian of {args.rounds} round(s), {args.n} records, load {load_before:.1f} -> {load_after:.1f}:"
     )
+    for name, m in median.items():
+        ratio = ratios.get(f"{name}_vs_floor", 1.0)
+        rate, cpu = m["records_per_s"], m["cpu_ms_per_record"]
+        print(f"  {name:30} {rate:8.0f} rec/s {cpu:7.3f} ms CPU/rec  x{ratio:.2f} floor")
+    print(f"-> {RESULTS.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":

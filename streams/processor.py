@@ -147,8 +147,10 @@ class Processor:
         if p.fused:
             self._agent(f"clean-score-{source}", raw_topic(source), handle_fused, p.clean_batch_size)
             return
-        self._agent(f"clean-{source}", raw_topic(source), handle_clean, p.clean_batch_size)
-        self._agent(f"score-{source}", clean_topic(source), handle_score, p.score_batch_size)
+        if "clean" in p.stages:
+            self._agent(f"clean-{source}", raw_topic(source), handle_clean, p.clean_batch_size)
+        if "score" in p.stages:
+            self._agent(f"score-{source}", clean_topic(source), handle_score, p.score_batch_size)
 
     def _agent(self, name: str, topic: str, handle: Handle, size: int) -> None:
         within = self.settings.processor.batch_within_s
@@ -210,7 +212,13 @@ def build(settings: Settings) -> Processor:
     processor = Processor(settings, models)
     for source in settings.sources:
         processor.add_source(source.name, registry)
-    log.info("processor_ready", sources=[s.name for s in settings.sources], **models.describe())
+    p = settings.processor
+    log.info(
+        "processor_ready",
+        sources=[s.name for s in settings.sources],
+        stages="fused" if p.fused else ",".join(p.stages),
+        **models.describe(),
+    )
     return processor
 
 

@@ -177,6 +177,8 @@ class ProcessorSettings(BaseModel):
     fused: bool = False
     """Clean and score in one agent on raw.<source> (clean.<source> is still written), trading
     stage isolation for throughput; default: two agents joined by clean.<source>."""
+    stages: list[Literal["clean", "score"]] = Field(default=["clean", "score"], min_length=1)
+    """Agents this process runs; one process per stage (each with its own app_id) pipelines them."""
 
     @field_validator("low_confidence_band")
     @classmethod
@@ -189,6 +191,8 @@ class ProcessorSettings(BaseModel):
     def _candidate(self) -> ProcessorSettings:
         if self.candidate_share > 0 and not self.candidate_model:
             raise ValueError("candidate_share > 0 needs candidate_model")
+        if self.fused and set(self.stages) != {"clean", "score"}:
+            raise ValueError("fused needs both stages")
         return self
 
 

@@ -148,3 +148,28 @@ def test_process_command_refuses_to_start_with_a_tampered_model(tmp_path: Any) -
     )
     assert done.returncode == 2
     assert "checksum mismatch" in done.stderr and str(onnx) in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("processor_settings", "agents"),
+    [
+        ({}, {"clean-demo", "score-demo"}),
+        ({"stages": ["clean"]}, {"clean-demo"}),
+        ({"stages": ["score"]}, {"score-demo"}),
+        ({"fused": True}, {"clean-score-demo"}),
+    ],
+)
+def test_agents_follow_stages_and_fused(
+    models: ModelSet, processor_settings: dict[str, Any], agents: set[str]
+) -> None:
+    settings = load_settings(sources=[{"name": "demo"}], processor=processor_settings)
+    proc = Processor(settings, models)
+    proc.add_source("demo", MemoryRegistry())
+    assert {agent.name for agent in proc.app.agents.values()} == agents
+
+
+def test_fused_needs_both_stages() -> None:
+    from streamscore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fused needs both stages"):
+        load_settings(processor={"fused": True, "stages": ["clean"]})

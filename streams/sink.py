@@ -11,8 +11,9 @@ it first waits for every in-flight message to be acked. So once the app is stopp
 is cancelled) the sink gives the in-flight write up to ``sink.shutdown_grace_s``; if MongoDB still
 has not acknowledged it, the batch is *withheld* (its messages marked acked without telling the
 consumer, as the processor does), so its offsets are never committed and the stop completes; the
-next owner re-reads the batch. An unexpected error in a batch is withheld the same way and
-crashes the worker, to be restarted.
+next owner re-reads the batch. Faust never re-reads withheld messages in a running worker, so
+when that happens without a stop (an unexpected error, a cancellation by a rebalance) the worker
+is crashed on purpose: the restart re-reads the batch and commits go on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -114,6 +115,10 @@ class Prepared:
     letters: list[DeadLetter] = field(default_factory=list)
 
 
+async def _no_crash(_: BaseException) -> None:
+    return None
+
+
 class BatchAbandoned(Exception):
     """A batch failed for an unexpected reason; its offsets were withheld from the commit."""
 
@@ -136,11 +141,14 @@ class Sink:
         settings: Settings,
         codecs: dict[str, AvroCodec],
         stopping: Callable[[], bool] = lambda: False,
+        crash: Callable[[BaseException], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.sources = {predictions_topic(s.name): s.name for s in settings.sources}
         self.codecs = codecs
         self.stopping = stopping
+        self.crash = crash or _no_crash
+        self._crashing: asyncio.Future[None] | None = None
         self.state = SinkState()
         self.progress = ProgressWatch(
             COMPONENT,
@@ -208,6 +216,8 @@ class Sink:
         )
         if error is not None:
             raise BatchAbandoned(f"batch not acknowledged by MongoDB: {error!r}") from error
+        if not self.stopping():  # cancelled without a stop (a rebalance): the gap would stay
+            self._crashing = asyncio.ensure_future(self.crash(BatchAbandoned("withheld, not stopping")))
 
     async def process(self, events: Sequence[Any]) -> None:
         self.state.in_flight = True
@@ -328,7 +338,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(channel, concurrency=1)
     async def store(stream: Any) -> None:
-        sink = Sink(settings, codecs, stopping=lambda: bool(app.should_stop))
+        sink = Sink(settings, codecs, stopping=lambda: bool(app.should_stop), crash=app.crash)
         app.health.add_check("mongodb", sink.state.check)  # type: ignore[attr-defined]
         app.health.add_check("progress", sink.progress.check)  # type: ignore[attr-defined]
         watcher = asyncio.ensure_future(sink.watch_mongo())

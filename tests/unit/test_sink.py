@@ -259,6 +259,12 @@ def withheld(events: list[Event]) -> list[bool]:
 
 async def test_cancel_during_an_unacknowledged_write_withholds_the_batch_from_the_commit(sink):
     s, _ = sink
+    crashed: list[BaseException] = []
+
+    async def crash(exc: BaseException) -> None:
+        crashed.append(exc)
+
+    s.crash = crash
     never = asyncio.Event()
 
     async def stuck(events: Any) -> None:
@@ -272,6 +278,8 @@ async def test_cancel_during_an_unacknowledged_write_withholds_the_batch_from_th
     with pytest.raises(asyncio.CancelledError):
         await task
     assert withheld(events) == [True, True, True]
+    await asyncio.sleep(0)
+    assert len(crashed) == 1  # not a stop: the worker restarts to re-read the withheld batch
 
 
 async def test_cancel_during_a_write_that_finishes_within_the_grace_period_lets_faust_ack(sink):

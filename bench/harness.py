@@ -626,8 +626,16 @@ def running(run: Run) -> Iterator[Run]:
                 run.cleanup()
 
 
+PEER_LIBRARIES = {"quix": "quixstreams", "faststream": "faststream"}
+
+
 def bench_pipeline(spec: PipelineSpec, tag: str, options: Options) -> dict[str, Any]:
     """Search, latency phases and soak of one pipeline; its result document."""
+    import importlib.util
+
+    library = PEER_LIBRARIES.get(spec.name)
+    if library and importlib.util.find_spec(library) is None:
+        return {"pipeline": spec.name, "error": f"{library} is not installed: pip install -e '.[bench]'"}
     run = Run(spec, tag, options)
     started = time.time()
     result: dict[str, Any] = {"pipeline": spec.name, "source": run.source, "groups": run.groups}

@@ -210,15 +210,16 @@ How it measures (code: `bench/harness.py`, `bench/stamps.py`, peers in `bench/pe
   the registry are shown apart: they are shared with everything else running on the machine.
   "marginal" subtracts each process's idle burn (measured with nothing offered).
 - Peers: Quix Streams, FastStream and the hand-written floor loop do the same per-record work
-  with the project's own code (`bench/peers/work.py`: `streams.domain`, `streams.scoring`,
-  the same contracts, model, documents and indexes) and produce the same outputs (clean,
-  predictions, dead letters, MongoDB). They are fused (one consumer of `raw` writes both topics
-  and MongoDB), the shape their users would build; streamscore's processor and sink read `clean`
-  and `predictions` back from Kafka (two more hops and Avro decodes per record) by design (the
-  sink is isolated from MongoDB outages, outputs are replayable). Quix Streams has no
-  micro-batch operator, so it runs ONNX per record; its checkpoint (commit + sink flush) is
-  every 0.5 s, the streamscore sink's batch window. FastStream: batch subscriber, 500 records,
-  50 ms. Floor: `consume(500, 50 ms)`.
+  with the project's own code (`bench/peers/work.py`: `streams.domain`, `streams.scoring`, the
+  same contracts, model, documents and indexes) and produce the same outputs (clean,
+  predictions, dead letters, MongoDB; a peer's document differs from the sink's only in `kafka`,
+  which names the raw record instead of the prediction). They are fused (one consumer of `raw`
+  writes both topics and MongoDB), the shape their users would build; streamscore's processor
+  and sink read `clean` and `predictions` back from Kafka (two more hops and Avro decodes per
+  record) by design (the sink is isolated from MongoDB outages, outputs are replayable). Quix
+  Streams has no micro-batch operator, so it runs ONNX per record; its checkpoint (commit + sink
+  flush) is every 0.5 s, the streamscore sink's batch window. FastStream: batch subscriber, 500
+  records, 50 ms. Floor: `consume(500, 50 ms)`.
 """
 
 

@@ -384,6 +384,11 @@ def window_stats(
     scored = stamps.read_series(run.dir, "stage.score")
     in_window = e2e[(e2e[:, 0] >= t0) & (e2e[:, 0] < t1), 1] if len(e2e) else np.empty(0)
     sc = scored[(scored[:, 0] >= t0) & (scored[:, 0] < t1), 1] if len(scored) else np.empty(0)
+    arrivals = {}
+    for kind in ("raw", "clean", "predictions"):
+        series = stamps.read_series(run.dir, f"in.{kind}")
+        if len(series):
+            arrivals[kind] = percentiles(series[(series[:, 0] >= t0) & (series[:, 0] < t1), 1])
     done = (b["written"] + b["dlq"]) - (a["written"] + a["dlq"])
     seconds = t1 - t0
     cpu: dict[str, dict[str, float]] = {}
@@ -404,6 +409,7 @@ def window_stats(
         "done_per_s": round(done / seconds, 1),
         "latency_fetch_to_mongo_ack": percentiles(in_window),
         "latency_fetch_to_scored": percentiles(sc),
+        "latency_kafka_to_agent_in": arrivals,  # record's Kafka timestamp -> a stage took it
         "cpu": cpu,
         "pipeline_cpu_ms_per_1000": round(1000 * pipeline_cpu / per_k, 1),
         "pipeline_marginal_cpu_ms_per_1000": round(1000 * max(0.0, pipeline_cpu - fixed) / per_k, 1),

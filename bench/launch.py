@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -72,6 +73,41 @@ async def serve_api(settings: DemoApiSettings, port: int) -> None:
     await asyncio.Event().wait()
 
 
+def tap_arrivals(role: str, recorder: stamps.Recorder) -> None:
+    """Stamp "agent in" in streamscore's stages: each record's age since its Kafka timestamp when
+    the stage takes it (series ``in.<topic kind>``). Wraps the processor's ``incoming`` and the
+    sink's ``Sink.handle``; if either is renamed, the stamp is simply missing from the report.
+    """
+
+    def seen(topic: str, timestamp_s: float | None, now: float) -> None:
+        if timestamp_s:
+            recorder.observe(f"in.{topic.split('.', 1)[0]}", now - timestamp_s, now)
+
+    if role == "processor":
+        import streams.processor as processor
+
+        original = getattr(processor, "incoming", None)
+        if original is not None:
+
+            def incoming(event: Any) -> Any:
+                seen(event.message.topic, event.message.timestamp, time.time())
+                return original(event)
+
+            processor.incoming = incoming
+    elif role == "sink":
+        from streams.sink import Sink
+
+        handle = Sink.handle
+
+        async def stamped(self: Sink, events: Any) -> None:
+            now = time.time()
+            for event in events:
+                seen(event.message.topic, event.message.timestamp, now)
+            await handle(self, events)
+
+        Sink.handle = stamped  # type: ignore[method-assign]
+
+
 def run(role: str, settings: Settings, port: int) -> None:
     if role == "api":
         asyncio.run(serve_api(settings.demo_api, port))
@@ -113,7 +149,8 @@ def main() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    stamps.install(args.dir, args.role)
+    recorder = stamps.install(args.dir, args.role)
+    tap_arrivals(args.role, recorder)
     run(args.role, settings, args.port)
 
 

@@ -308,11 +308,12 @@ def _steps(pipes: dict[str, Any]) -> list[str]:
 def _stages(pipes: dict[str, Any]) -> list[str]:
     lines = [
         "",
-        "Where the time goes at 50 % (p50 / p99 ms from fetch to each stamp; Kafka timestamps of the "
-        "outputs, then the MongoDB acknowledgement):",
+        "Where the time goes at 50 % (p50 / p99 ms from fetch to each stamp: Kafka timestamps of the "
+        "outputs, then the MongoDB acknowledgement; then agent in):",
         "",
-        "| pipeline | raw produced | clean produced | predictions produced | MongoDB ack |",
-        "|---|---:|---:|---:|---:|",
+        "| pipeline | raw produced | clean produced | predictions produced | MongoDB ack |"
+        " raw -> agent in | clean -> agent in | predictions -> sink in |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, res in pipes.items():
         ph = _phase(res, "50%")
@@ -325,7 +326,17 @@ def _stages(pipes: dict[str, Any]) -> list[str]:
             cells.append(f"{_ms(lat, 'p50_ms')} / {_ms(lat, 'p99_ms')}")
         ack = ph["latency_fetch_to_mongo_ack"]
         cells.append(f"{_ms(ack, 'p50_ms')} / {_ms(ack, 'p99_ms')}")
+        arrived = ph.get("latency_kafka_to_agent_in", {})
+        for key in ("raw", "clean", "predictions"):
+            lat = arrived.get(key, {})
+            cells.append(f"{_ms(lat, 'p50_ms')} / {_ms(lat, 'p99_ms')}" if lat.get("n") else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The last three columns are not from fetch: they are the age of a record (since its Kafka "
+        "timestamp) when a stage took it, i.e. the Kafka hop plus the stage's batching wait. The "
+        "fused peers have one stage, fed by `raw`.",
+    ]
     return lines
 
 

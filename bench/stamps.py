@@ -120,11 +120,16 @@ class MetricTap:
         return getattr(self._metric, name)
 
 
+RECORDER: Recorder | None = None
+"""The process's recorder once :func:`install` ran (peers stamp "agent in" through it)."""
+
+
 def install(directory: Path, role: str) -> Recorder:
     """Tap the benchmark's metrics in ``streamscore.metrics``; call before importing components."""
+    global RECORDER
     from streamscore import metrics
 
-    recorder = Recorder(directory, role)
+    recorder = RECORDER = Recorder(directory, role)
     for attr, template in SERIES.items():
         setattr(metrics, attr, MetricTap(getattr(metrics, attr), template, recorder.observe))
     for attr, template in COUNTERS.items():

@@ -55,9 +55,10 @@ def main(settings: Settings) -> None:
     )
     async def handle(_bodies: list[bytes], message: KafkaMessage) -> None:
         records = message.raw_message
+        records = records if isinstance(records, tuple | list) else [records]
+        work.arrived([r.timestamp for r in records])
         batch = [
-            Incoming(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []))
-            for r in (records if isinstance(records, tuple | list) else [records])
+            Incoming(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or [])) for r in records
         ]
         pending: list[Any] = []
 

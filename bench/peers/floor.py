@@ -144,6 +144,7 @@ def run_e2e(settings: Settings, wait_s: float = 0.05) -> None:
         msgs = [m for m in consumer.consume(500, timeout=wait_s) if m.error() is None]
         if not msgs:
             continue
+        work.arrived([m.timestamp()[1] for m in msgs])
         batch = [
             Incoming(m.topic(), m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or []))
             for m in msgs

@@ -82,7 +82,8 @@ def main(settings: Settings) -> None:
         for name in (work.clean_topic, work.predictions_topic, f"dlq.{work.source}")
     }
 
-    def process(value: bytes, key: bytes, _timestamp: int, headers: Any) -> Out:
+    def process(value: bytes, key: bytes, timestamp: int, headers: Any) -> Out:
+        work.arrived([timestamp])
         ctx = message_context()
         msg = Incoming(ctx.topic, ctx.partition, ctx.offset, key, value, list(headers or []))
         out = Out()

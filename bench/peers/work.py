@@ -14,12 +14,14 @@ Avro decodes and Kafka hops per record. ``docs/benchmarks.md`` says so next to t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import MongoClient
 
+from bench import stamps
 from streams.domain import clean_raw
 from streams.features import feature_matrix, feature_row
 from streams.handlers import BatchResult, CleanHandler, Emit, Incoming
@@ -52,6 +54,15 @@ class Work:
         self.predictions_topic = predictions_topic(s)
         self.group = settings.processor.app_id
         self._scored = metrics.PROCESSOR_STAGE_LATENCY.labels(agent="score")
+
+    def arrived(self, timestamps_ms: Sequence[int | float | None]) -> None:
+        """Stamp "agent in": each raw record's age since its Kafka timestamp as the peer takes it."""
+        now = time.time()
+        recorder = stamps.RECORDER
+        if recorder is not None:
+            for ts in timestamps_ms:
+                if ts:
+                    recorder.observe("in.raw", now - ts / 1000, now)
 
     def process(self, batch: Sequence[Incoming], emit: Emit) -> tuple[list[dict[str, Any]], BatchResult]:
         """Emit clean records, predictions and dead letters; return the documents to store."""

@@ -103,6 +103,10 @@ class SchemaRegistry:
     @_retrying
     def set_compatibility(self, subject: str, level: str = "BACKWARD") -> None:
         resp = self._request("PUT", f"/config/{subject}", {"compatibility": level})
+        if resp.status_code == 409:  # Apicurio: another process created the rule at the same moment
+            current = self._request("GET", f"/config/{subject}")
+            if current.status_code == 200 and current.json().get("compatibilityLevel") == level:
+                return
         if resp.status_code != 200:
             raise SchemaRejected(subject, resp.status_code, resp.text)
 

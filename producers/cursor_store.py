@@ -3,8 +3,9 @@
 The value is a small JSON document (the topic carries no Avro contract; operators read it with
 any tool): ``{"source", "pagination", "position", "records", "updated_at"}``. It is written in
 the same Kafka transaction as the page it follows, so a committed cursor never runs ahead of
-its records. On start the poller reads the topic to its end with ``read_committed`` and takes
-the last value of each key; a null value (tombstone) resets a source to the beginning.
+its records. On start the poller reads the topic with ``read_committed`` up to the end offset it
+saw when it started, and takes the last value of each key; a null value (tombstone) resets a
+source to the beginning.
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ def load_cursors(settings: Settings, timeout_s: float = 30.0) -> dict[str, Store
             return found
         consumer.assign([TopicPartition(CURSORS_TOPIC, 0, OFFSET_BEGINNING)])
         deadline = time.monotonic() + timeout_s
+        # Stop at the end offset seen at start. (Partition EOF alone is not enough: while other
+        # pollers keep committing transactions, a read_committed reader may never see one.)
         while time.monotonic() < deadline:
+            if consumer.position([tp])[0].offset >= high:
+                return found
             for msg in consumer.consume(10_000, timeout=0.2):
                 err = msg.error()
                 if err is not None:

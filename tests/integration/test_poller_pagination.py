@@ -6,7 +6,7 @@ import pytest
 
 from producers.demo_api.server import serving
 from tests.conftest import unique
-from tests.integration.poller_support import PollerRun, demo, done, raw_ids, source, wait_for
+from tests.integration.poller_support import PollerRun, demo, done, poll_to_end, raw_ids, source, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stack")]
 
@@ -26,3 +26,9 @@ async def test_every_served_id_lands_in_the_raw_topic(make_settings, kind):
     # a fixed backlog read page by page: no duplicates either (the partial last page is re-read,
     # but ids already published from that position are skipped)
     assert len(ids) == total
+
+
+async def test_without_transactions_nothing_is_lost_either(make_settings):
+    api, settings, name, poller = await poll_to_end(make_settings, demo(1200), transactional=False)
+    assert set(raw_ids(settings, name)) == set(api.ledger.ids())
+    assert poller.state.committed.records == 1200

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+import aiohttp
 import pytest
 
 from producers.cursor_store import load_cursors
@@ -21,10 +22,10 @@ from tests.integration.poller_support import demo, free_port, raw_ids, source, w
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stack")]
 
 
-def start_poller(src: dict, tmp_path) -> subprocess.Popen:
+def start_poller(src: dict, tmp_path, port: int | None = None) -> subprocess.Popen:
     env = os.environ | {
         "STREAMSCORE_SOURCES": json.dumps([src]),
-        "STREAMSCORE_HEALTH__POLLER_PORT": str(free_port()),
+        "STREAMSCORE_HEALTH__POLLER_PORT": str(port or free_port()),
         "STREAMSCORE_REGISTRY__CACHE_DIR": str(tmp_path / "schemas"),
         "STREAMSCORE_LOG_LEVEL": "WARNING",
     }
@@ -54,7 +55,8 @@ async def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(make_set
         stored = (await asyncio.to_thread(load_cursors, settings))[name]
         assert stored.position is not None and 0 < decode_cursor(stored.position) <= served_before
 
-        second = start_poller(src, tmp_path)
+        health = free_port()
+        second = start_poller(src, tmp_path, health)
         try:
             end = encode_cursor(total)
 
@@ -70,6 +72,18 @@ async def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(make_set
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("the final cursor was not committed")
+            async with aiohttp.ClientSession() as http:
+                base = f"http://127.0.0.1:{health}"
+                async with http.get(f"{base}/healthz") as resp:
+                    assert resp.status == 200
+                async with http.get(f"{base}/readyz") as resp:
+                    ready = await resp.json()
+                    assert resp.status == 200, ready
+                    assert ready["checks"][f"source:{name}"]["ok"] is True
+                async with http.get(f"{base}/metrics") as resp:
+                    text = await resp.text()
+                produced = f'streamscore_poller_records_produced_total{{source="{name}"}}'
+                assert any(line.startswith(produced) for line in text.splitlines())
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(15) == 0, (tmp_path / "poller.log").read_text()[-3000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -127,12 +128,17 @@ def run_pipeline(
     ] = None,
     every: Annotated[float, typer.Option("--every", min=0.5, help="Seconds between progress lines.")] = 5.0,
     grace: Annotated[float, typer.Option("--grace", min=1, help="Seconds before SIGKILL on stop.")] = 30.0,
+    logs: Annotated[
+        Path | None, typer.Option("--logs", help="Folder of the children's logs (default .stack/logs/run).")
+    ] = None,
 ) -> None:
     """Run the whole pipeline (demo API, poller, processor, sink) supervised, with a live view."""
     from streamscore.run import RunOptions
     from streamscore.run import main as run_main
 
     opts = RunOptions(records, duration, demo_api, plain, every, grace)
+    if logs is not None:
+        opts.log_dir = logs
     raise typer.Exit(run_main(settings(), opts))
 
 

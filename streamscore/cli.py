@@ -206,6 +206,8 @@ def poll(
 
     try:
         asyncio.run(run_poller(settings(), source))
+    except ConfigError as exc:
+        fail(exc, code=2)
     except StreamscoreError as exc:
         fail(exc)
 

@@ -12,6 +12,9 @@ are committed after the outputs are durable. A batch that fails for any reason o
 own records (Kafka, registry, a bug) is retried with backoff, never skipped; readiness reports
 it. If the worker is stopped while a batch is not yet delivered, the batch's messages are
 withheld from Faust's commit so they are read again after the restart.
+
+``processor.stages`` picks the agents of this process; ``processor.fused`` replaces both with one
+agent ``clean-score-<source>`` that cleans and scores each raw batch (docs/processor.md).
 """
 
 from __future__ import annotations
@@ -183,13 +186,12 @@ class Processor:
             except TransientError:
                 raise
             except Exception as exc:
-                first, last = batch[0], batch[-1]
                 log.exception(
                     "batch_failed",
                     agent=name,
-                    topic=first.topic,
-                    partition=first.partition,
-                    offsets=f"{first.offset}..{last.offset}",
+                    topic=batch[0].topic,
+                    partitions=sorted({m.partition for m in batch}),
+                    offsets=f"{min(m.offset for m in batch)}..{max(m.offset for m in batch)}",
                 )
                 raise BatchFailed(f"{name}: {type(exc).__name__}: {exc}") from exc
             await delivery.wait()

@@ -19,6 +19,8 @@ agent ``clean-score-<source>`` that cleans and scores each raw batch (docs/proce
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -54,6 +56,10 @@ def incoming(event: faust.EventT) -> Incoming:
     pairs = raw.items() if isinstance(raw, Mapping) else raw
     headers = [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in pairs]
     return Incoming(msg.topic, msg.partition, msg.offset, msg.key, msg.value, headers)
+
+
+def _succeeded(task: asyncio.Future[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def withhold(events: Sequence[faust.EventT]) -> None:
@@ -161,14 +167,34 @@ class Processor:
 
         async def agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(size, within=within):  # type: ignore[attr-defined]
-                try:
-                    await self.run_batch(name, events, handle)
-                except BaseException:
-                    withhold(events)  # stopped mid-batch: outputs unconfirmed, keep offsets
-                    raise
+                await self.guarded_batch(name, events, handle)
 
         agent.__name__ = name.replace("-", "_")
         self.app.agent(channel, name=name, concurrency=1)(agent)
+
+    async def guarded_batch(self, name: str, events: Sequence[faust.EventT], handle: Handle) -> None:
+        """Run a batch; if it cannot finish, withhold its offsets so it is read again.
+
+        Stopping (cancellation) gives the batch ``shutdown_grace_s`` to be delivered first. Any
+        other escape is unexpected (run_batch retries everything): the worker crashes, because a
+        running Faust worker never re-reads withheld messages and would not commit past them.
+        """
+        task = asyncio.ensure_future(self.run_batch(name, events, handle))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task}, timeout=self.settings.processor.shutdown_grace_s)
+            if not _succeeded(task):
+                task.cancel()
+                withhold(events)
+                log.warning("batch_withheld_on_stop", agent=name, records=len(events))
+            raise
+        except Exception as exc:
+            withhold(events)
+            log.exception("batch_withheld_crashing", agent=name, records=len(events))
+            await self.app.crash(exc)
+            raise
 
     async def run_batch(self, name: str, events: Sequence[faust.EventT], handle: Handle) -> list[BatchResult]:
         """Handle and deliver one batch, retrying (never skipping) until Kafka acknowledged it."""
@@ -201,9 +227,12 @@ class Processor:
             (self.failing.add if failing else self.failing.discard)(name)
 
         results = await retry_transient(attempt, COMPONENT, name, on_failing=on_failing)
-        for result in results:
-            result.record()
         self.watch.progress()
+        try:
+            for result in results:
+                result.record()
+        except Exception:  # delivered already: a metrics or logging fault must not hold offsets
+            log.exception("batch_metrics_failed", agent=name)
         return results
 
 

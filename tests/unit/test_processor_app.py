@@ -173,3 +173,50 @@ def test_fused_needs_both_stages() -> None:
 
     with pytest.raises(ConfigError, match="fused needs both stages"):
         load_settings(processor={"fused": True, "stages": ["clean"]})
+
+
+def stopping_processor(models: ModelSet, grace: float) -> Processor:
+    settings = load_settings(sources=[{"name": "demo"}], processor={"shutdown_grace_s": grace})
+    proc = Processor(settings, models)
+    proc.producer = FakeProducer()  # type: ignore[assignment]
+    return proc
+
+
+@pytest.mark.parametrize(("batch_takes", "withheld"), [(0.1, False), (5.0, True)])
+async def test_a_stop_gives_the_batch_a_grace_period_then_withholds_it(
+    models: ModelSet, batch_takes: float, withheld: bool
+) -> None:
+    proc = stopping_processor(models, grace=0.5)
+
+    async def slow(batch: Any, emit: Any) -> list[BatchResult]:
+        await asyncio.sleep(batch_takes)
+        return [BatchResult("clean", "demo", received=1)]
+
+    events = [event(0), event(1)]
+    agent = asyncio.ensure_future(proc.guarded_batch("clean-demo", events, slow))
+    await asyncio.sleep(0.05)
+    agent.cancel()  # what a worker stop does to the agent
+    with pytest.raises(asyncio.CancelledError):
+        await agent
+    assert [getattr(e.message, "acked", False) for e in events] == [withheld, withheld]
+
+
+async def test_an_unexpected_escape_withholds_and_crashes_the_worker(
+    models: ModelSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = stopping_processor(models, grace=0.5)
+    crashed: list[BaseException] = []
+
+    async def crash(reason: BaseException) -> None:
+        crashed.append(reason)
+
+    async def broken_run_batch(*_: Any) -> list[BatchResult]:
+        raise RuntimeError("escaped")
+
+    monkeypatch.setattr(proc.app, "crash", crash)
+    monkeypatch.setattr(proc, "run_batch", broken_run_batch)
+    events = [event(0)]
+    with pytest.raises(RuntimeError):
+        await proc.guarded_batch("clean-demo", events, None)  # type: ignore[arg-type]
+    assert events[0].message.acked is True
+    assert [str(e) for e in crashed] == ["escaped"]

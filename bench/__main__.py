@@ -41,6 +41,7 @@ def main(
     profile: Annotated[bool, typer.Option(help="Add a py-spy window at 80% after the others.")] = False,
     soak_s: Annotated[float, typer.Option(help="Soak length in seconds.")] = 600,
     only_streamscore: Annotated[bool, typer.Option(help="Alias of --peers none.")] = False,
+    fused: Annotated[bool, typer.Option(help="Also run streamscore with processor.fused=true.")] = False,
     pipelines: Annotated[
         str | None, typer.Option(help="Exactly these pipelines, e.g. floor (overrides --peers).")
     ] = None,
@@ -60,7 +61,14 @@ def main(
     if unknown:
         raise typer.BadParameter(f"unknown peers {unknown}; choose from quix, faststream, floor")
     env = dict(kv.split("=", 1) for kv in (set_ or []))
-    names = pipelines.split(",") if pipelines else ["streamscore", *chosen]
+    names = (
+        pipelines.split(",")
+        if pipelines
+        else ["streamscore", *(["streamscore-fused"] if fused else []), *chosen]
+    )
+    unknown = [n for n in names if n not in PIPELINES]
+    if unknown:
+        raise typer.BadParameter(f"unknown pipelines {unknown}; choose from {', '.join(PIPELINES)}")
     options = Options(
         pipelines=names,
         start_rate=start_rate,

@@ -58,13 +58,23 @@ class PipelineSpec:
     name: str
     roles: tuple[str, ...]
     groups: tuple[str, ...]  # suffixes of the run's group prefix
+    short: str = ""  # in source, group and database names
+    env: tuple[tuple[str, str], ...] = ()  # settings of this variant
 
 
+STREAMSCORE_ROLES = ("poller", "processor", "sink")
 PIPELINES = {
-    "streamscore": PipelineSpec("streamscore", ("poller", "processor", "sink"), ("processor", "sink")),
-    "quix": PipelineSpec("quix", ("poller", "quix"), ("processor",)),
-    "faststream": PipelineSpec("faststream", ("poller", "faststream"), ("processor",)),
-    "floor": PipelineSpec("floor", ("poller", "floor"), ("processor",)),
+    "streamscore": PipelineSpec("streamscore", STREAMSCORE_ROLES, ("processor", "sink"), "ss"),
+    "streamscore-fused": PipelineSpec(
+        "streamscore-fused",
+        STREAMSCORE_ROLES,
+        ("processor", "sink"),
+        "sf",
+        (("STREAMSCORE_PROCESSOR__FUSED", "true"),),
+    ),
+    "quix": PipelineSpec("quix", ("poller", "quix"), ("processor",), "qx"),
+    "faststream": PipelineSpec("faststream", ("poller", "faststream"), ("processor",), "fs"),
+    "floor": PipelineSpec("floor", ("poller", "floor"), ("processor",), "fl"),
 }
 
 
@@ -117,7 +127,7 @@ class Run:
     def __init__(self, spec: PipelineSpec, tag: str, options: Options) -> None:
         self.spec = spec
         self.options = options
-        short = {"streamscore": "ss", "quix": "qx", "faststream": "fs", "floor": "fl"}[spec.name]
+        short = spec.short or spec.name[:2]
         self.source = f"b{tag}-{short}"
         self.prefix = f"bench-{tag}-{short}"
         self.database = f"bench_{tag}_{short}"
@@ -161,7 +171,7 @@ class Run:
         ):
             if name in os.environ:
                 env[name] = os.environ[name]
-        return env | o.env
+        return env | dict(self.spec.env) | o.env
 
     @property
     def groups(self) -> list[str]:

@@ -88,7 +88,17 @@ def compare(document: dict[str, Any]) -> dict[str, Any]:
             "evidence": evidence,
         }
     )
-    lines = [f"streamscore / {PEER_NAMES[p]}: {r}" for p, r in ratios.items() if r is not None]
+    fused = pipes.get("streamscore-fused", {}).get("sustainable_per_s")
+    for peer in ("quix", "faststream", "floor"):
+        theirs = pipes.get(peer, {}).get("sustainable_per_s")
+        if fused and theirs:
+            ratios[f"fused/{peer}"] = round(fused / theirs, 2)
+    lines = [
+        f"streamscore / {PEER_NAMES[p]}: {r}" for p, r in ratios.items() if r is not None and "/" not in p
+    ]
+    lines += [
+        f"streamscore-fused / {PEER_NAMES[p[6:]]}: {r}" for p, r in ratios.items() if p.startswith("fused/")
+    ]
     for t in targets:
         verdict = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
         lines.append(f"{verdict:12} {t['target']}: {t['value']}")
@@ -269,7 +279,12 @@ def section(document: dict[str, Any], result_path: Path, plots: dict[str, Path])
                 f"{_fmt(broker)} | {_fmt(db)} | {peak:.0f} |"
             )
     comp = document["comparison"]
-    ratios = ", ".join(f"streamscore / {PEER_NAMES[p]} = {_fmt(r)}" for p, r in comp["ratios"].items())
+    ratios = ", ".join(
+        f"streamscore-fused / {PEER_NAMES[p[6:]]} = {_fmt(r)}"
+        if p.startswith("fused/")
+        else f"streamscore / {PEER_NAMES[p]} = {_fmt(r)}"
+        for p, r in comp["ratios"].items()
+    )
     lines += ["", f"Ratios of sustainable throughput (same run): {ratios}.", ""]
     lines += ["| target | value | verdict | evidence |", "|---|---:|---|---|"]
     for t in comp["targets"]:

@@ -18,6 +18,8 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
+from functools import cache
+from itertools import accumulate
 from typing import Any
 
 CATEGORIES = (
@@ -91,6 +93,8 @@ TIME_FORMATS = (
     ("rfc2822", 10),
 )
 PLUS_TWO = timezone(timedelta(hours=2))
+_CATEGORY_INDEX = range(len(CATEGORIES))
+_CUM = {w: list(accumulate(w)) for w in (LEGIT_CATEGORY_WEIGHTS, FRAUD_CATEGORY_WEIGHTS)}
 
 
 def record_id(seq: int) -> str:
@@ -107,8 +111,15 @@ def _pace(hour: int) -> float:
     return 1.0
 
 
+@cache
+def _table(pairs: tuple[tuple[str, int], ...]) -> tuple[list[str], list[int]]:
+    """Population and cumulative weights (the same draws as ``weights=``, computed once)."""
+    return [p[0] for p in pairs], list(accumulate(p[1] for p in pairs))
+
+
 def _weighted(rng: random.Random, pairs: tuple[tuple[str, int], ...]) -> str:
-    return rng.choices([p[0] for p in pairs], weights=[p[1] for p in pairs])[0]
+    population, cum = _table(pairs)
+    return rng.choices(population, cum_weights=cum)[0]
 
 
 def format_time(at: datetime, fmt: str) -> str | int:
@@ -154,7 +165,7 @@ class _Maker:
         customer = rng.randrange(N_CUSTOMERS)
         home = profile.home[customer]
         weights = FRAUD_CATEGORY_WEIGHTS if fraud else LEGIT_CATEGORY_WEIGHTS
-        cat_index = rng.choices(range(len(CATEGORIES)), weights=weights)[0]
+        cat_index = rng.choices(_CATEGORY_INDEX, cum_weights=_CUM[weights])[0]
         category = CATEGORIES[cat_index]
         channel = _weighted(rng, FRAUD_CHANNEL if fraud else LEGIT_CHANNEL)
         merchant = rng.randrange(N_MERCHANTS_PER_CATEGORY) * len(CATEGORIES) + cat_index

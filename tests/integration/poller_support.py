@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from producers.demo_api.server import DemoApi
-from producers.poller import SourcePoller, run_poller, start_pollers
+from producers.poller import SourcePoller, start_pollers
 from streamscore.avro import AvroCodec, load_schema, subject_for
 from streamscore.dlq import parse_headers
 from streamscore.kafka_config import reader_config
@@ -144,9 +144,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-__all__ = ["PollerRun", "run_poller"]
 
 
 async def poll_to_end(

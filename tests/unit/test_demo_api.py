@@ -39,6 +39,17 @@ def test_generator_is_deterministic_and_follows_the_contract():
     assert all("is_fraud" not in r for r, _ in a)
 
 
+def test_generator_output_is_pinned():
+    """The demo model is trained on this stream: a change must be deliberate (update the hash)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for record, fraud in generate(2000, 42):
+        digest.update(json.dumps(record, sort_keys=True).encode())
+        digest.update(b"1" if fraud else b"0")
+    assert digest.hexdigest() == "3b49d2647486081c3084b7a5162d83574141d1e0de6b94c05ddf47390120c156"
+
+
 def test_cursor_tokens_round_trip():
     assert decode_cursor(encode_cursor(1234)) == 1234
     with pytest.raises(ValueError):

@@ -104,6 +104,8 @@ class Processor:
             stream_buffer_maxsize=8 * biggest,
             broker_max_poll_records=biggest,
             Monitor=QuietMonitor,
+            broker_session_timeout=p.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, p.session_timeout_s / 3),
             datadir=str(datadir),
         )
         stall = settings.health.stall_after_s

@@ -177,6 +177,8 @@ class ProcessorSettings(BaseModel):
     fused: bool = False
     """Clean and score in one agent on raw.<source> (clean.<source> is still written), trading
     stage isolation for throughput; default: two agents joined by clean.<source>."""
+    session_timeout_s: float = Field(default=30.0, ge=6, le=300)
+    """Consumer group session timeout: how soon a crashed worker's partitions move on."""
     shutdown_grace_s: float = Field(default=5.0, ge=0, le=300)
     """On stop, how long an in-flight batch may take to be delivered before it is withheld."""
     stages: list[Literal["clean", "score"]] = Field(default=["clean", "score"], min_length=1)

@@ -152,9 +152,16 @@ Fingerprint = tuple[str | None, str | None, int]
 
 
 class NoProgressGuard:
-    """Refuses pages that would loop: a repeated page, or a cursor that stalls or comes back."""
+    """Refuses pages that would loop: a repeated page, or a cursor that stalls or comes back.
 
-    def __init__(self, memory: int = 1000) -> None:
+    A *partial* page whose cursor stays put is an API saying "nothing newer yet" (possibly with
+    a stray bad record): the poller waits ``poll_interval_s`` before asking again, so it cannot
+    spin, and the guard lets it through. A *full* page that does not move the cursor would be
+    fetched again at once, forever: that is refused.
+    """
+
+    def __init__(self, page_size: int, memory: int = 1000) -> None:
+        self.page_size = page_size
         self.last_position: str | None = None
         self.last_fingerprint: Fingerprint | None = None
         self.recent: deque[str | None] = deque(maxlen=memory)
@@ -164,12 +171,16 @@ class NoProgressGuard:
         count = fingerprint[2]
         if count == 0:
             return None
-        if fingerprint == self.last_fingerprint and position != self.last_position:
+        if (
+            fingerprint[0] is not None
+            and fingerprint == self.last_fingerprint
+            and position != self.last_position
+        ):
             return f"page at {position!r} repeats the page at {self.last_position!r}"
         if step.end:
             return None
         if step.position == position:
-            return f"cursor {position!r} did not advance"
+            return f"cursor {position!r} did not advance" if count >= self.page_size else None
         if step.position in self.recent:
             return f"cursor {step.position!r} was already visited"
         return None

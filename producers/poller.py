@@ -45,6 +45,11 @@ QUEUED_PAGES = 4  # how far the fetcher may run ahead of the committed cursor
 MERGE_RECORDS = 5000  # at most this many records (from whole pages) per transaction
 
 
+def _letter_key(letter: DeadLetter) -> str:
+    """Identity of a bad record within one position (ids never start with NUL)."""
+    return "\0" + (letter.value or b"").decode("utf-8", "replace")
+
+
 class Unparsable(Exception):
     def __init__(self, response: HttpResponse, error: PageParseError) -> None:
         super().__init__(str(error))
@@ -161,7 +166,7 @@ class SourcePoller:
     ) -> None:
         position = self.state.position = self.state.committed.position
         records = self.state.committed.records
-        guard = NoProgressGuard()
+        guard = NoProgressGuard(self.source.page_size)
         seen_at: str | None = position
         seen: set[str] = set()
         failures = 0
@@ -200,10 +205,15 @@ class SourcePoller:
             guard.accept(position, fingerprint)
             if position != seen_at:
                 seen_at, seen = position, set()
-            if seen:
+            letter_keys = [_letter_key(letter) for letter in batch.letters]
+            if seen:  # the same position again: publish only what it did not publish before
                 batch.records = [r for r, i in zip(batch.records, ids, strict=True) if i not in seen]
+                batch.letters = [
+                    lt for lt, k in zip(batch.letters, letter_keys, strict=True) if k not in seen
+                ]
             if step.position == position:
                 seen.update(ids)
+                seen.update(letter_keys)
             records += len(batch.records)
             batch.cursor = self._cursor(step.position, records)
             metrics.POLLER_FETCHED.labels(source=self.name).inc(len(items))

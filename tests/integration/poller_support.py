@@ -150,9 +150,11 @@ async def poll_to_end(
     make_settings: Callable[..., Settings],
     api_settings: DemoApiSettings,
     timeout_s: float = 25.0,
+    idle_polls: int = 0,
     **source_kw: Any,
 ) -> tuple[DemoApi, Settings, str, SourcePoller]:
-    """Serve ``api_settings``, poll one fresh source until every record is committed, stop."""
+    """Serve ``api_settings``, poll one fresh source until every record is committed (and
+    ``idle_polls`` more requests were answered after that), stop."""
     from producers.demo_api.server import serving
     from tests.conftest import unique
 
@@ -163,4 +165,8 @@ async def poll_to_end(
         async with PollerRun(settings) as run:
             poller = run.pollers[0]
             await wait_for(lambda: done(api, poller, total), timeout_s, "all records committed")
+            if idle_polls:
+                seen = len(api.ledger.requests)
+                await wait_for(lambda: len(api.ledger.requests) >= seen + idle_polls, timeout_s, "idle polls")
+                await wait_for(lambda: poller.state.committed.position == poller.state.position, 5, "commit")
     return api, settings, name, poller

@@ -129,3 +129,15 @@ async def test_spent_attempts_cool_down_and_recover(make_settings):
     )
     assert_ledger_equals_topic(api, settings, name)
     assert counter(metrics.POLLER_FAILURES, source=name, reason="5xx") >= 2
+
+
+@pytest.mark.parametrize("fault", ["non_object", "missing_id"])
+async def test_a_bad_record_in_an_idle_page_is_dead_lettered_once(make_settings, fault):
+    # 400 records in pages of 200: request 3 asks past the end and gets only the bad record
+    faults = {fault: {"every": 1000, "after": 2}}
+    api, settings, name, _ = await poll_to_end(make_settings, demo(400, faults=faults), idle_polls=4)
+    assert_ledger_equals_topic(api, settings, name)
+    assert api.ledger.bad_records == {fault: 1}
+    letters = dlq_letters(settings, name)
+    assert [h["stage"] for h, _ in letters] == ["extract"]
+    assert counter(metrics.POLLER_FAILURES, source=name, reason="no-progress") == 0

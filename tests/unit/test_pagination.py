@@ -71,7 +71,7 @@ def test_offset_limit_moves_by_page_size_after_a_full_page_only():
 
 
 def test_guard_refuses_a_cursor_that_does_not_advance():
-    guard = NoProgressGuard()
+    guard = NoProgressGuard(page_size=100)
     assert guard.check("c1", Step("c2", False), ("a", "b", 100)) is None
     guard.accept("c1", ("a", "b", 100))
     assert "did not advance" in guard.check("c2", Step("c2", False), ("c", "d", 100))
@@ -79,8 +79,16 @@ def test_guard_refuses_a_cursor_that_does_not_advance():
     assert guard.check("c2", Step("c2", False), (None, None, 0)) is None
 
 
+def test_guard_lets_a_partial_page_keep_its_cursor():
+    guard = NoProgressGuard(page_size=100)
+    guard.accept("c1", ("a", "b", 100))
+    # caught up: nothing newer, or only a stray bad record (no id), and the same cursor back
+    assert guard.check("c2", Step("c2", False), (None, None, 1)) is None
+    assert guard.check("c2", Step("c2", False), ("x", "y", 40)) is None
+
+
 def test_guard_refuses_a_cursor_that_comes_back():
-    guard = NoProgressGuard()
+    guard = NoProgressGuard(page_size=100)
     for pos, nxt, fp in [("c1", "c2", ("a", "b", 10)), ("c2", "c3", ("c", "d", 10))]:
         assert guard.check(pos, Step(nxt, False), fp) is None
         guard.accept(pos, fp)
@@ -88,7 +96,7 @@ def test_guard_refuses_a_cursor_that_comes_back():
 
 
 def test_guard_refuses_a_page_that_repeats_the_previous_one():
-    guard = NoProgressGuard()
+    guard = NoProgressGuard(page_size=100)
     guard.accept("1", ("a", "b", 100))
     # page 2 answered with page 1's records: moving on to 3 would skip page 2
     assert "repeats" in guard.check("2", Step("3", False), ("a", "b", 100))
@@ -96,7 +104,7 @@ def test_guard_refuses_a_page_that_repeats_the_previous_one():
 
 
 def test_guard_lets_the_same_partial_page_be_reread():
-    guard = NoProgressGuard()
+    guard = NoProgressGuard(page_size=100)
     guard.accept("5", ("a", "b", 40))
     assert guard.check("5", Step("5", True), ("a", "b", 40)) is None
     guard.reset()

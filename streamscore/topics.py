@@ -24,8 +24,12 @@ class TopicSpec:
     def config(self) -> dict[str, str]:
         conf = {"retention.ms": str(self.retention_ms)}
         if self.compacted:
+            # one record per page lands here: roll segments often so compaction keeps the topic
+            # small and a restarting poller reads little
             conf["cleanup.policy"] = "compact"
             conf["retention.ms"] = "-1"
+            conf["segment.ms"] = str(10 * 60 * 1000)
+            conf["min.cleanable.dirty.ratio"] = "0.1"
         return conf
 
 

@@ -108,12 +108,14 @@ class CleanHandler(_Handler):
         self.raw_codec = raw_codec
         self.clean_codec = clean_codec
         self.out = clean_topic(source)
+        self._stage_latency = metrics.PROCESSOR_STAGE_LATENCY.labels(agent=self.agent)
 
     def handle(
         self, batch: Sequence[Incoming], emit: Emit, keep: list[tuple[Incoming, dict[str, Any]]] | None = None
     ) -> BatchResult:
         """Clean a batch; with ``keep``, also collect (message, Transaction fields) of the good ones."""
         result = BatchResult(self.agent, self.source, received=len(batch))
+        now = datetime.now(UTC)
         for msg in batch:
             stage, record_id, trace_id = "decode", None, None
             try:
@@ -131,6 +133,7 @@ class CleanHandler(_Handler):
                 self._dead(result, emit, msg, stage, exc, record_id, trace_id)
                 continue
             result.produced += 1
+            self._stage_latency.observe((now - txn.fetched_at).total_seconds())
             if keep is not None:
                 keep.append((msg, fields))
         return result

@@ -106,6 +106,9 @@ class Processor:
             Monitor=QuietMonitor,
             broker_session_timeout=p.session_timeout_s,
             broker_heartbeat_interval=min(3.0, p.session_timeout_s / 3),
+            # on stop Faust would otherwise wait for every in-flight message *before* it cancels
+            # the agents, so a held batch kept SIGTERM from ever reaching guarded_batch's grace
+            stream_wait_empty=False,
             datadir=str(datadir),
         )
         stall = settings.health.stall_after_s

@@ -9,9 +9,11 @@ Two modes (``sink.write_mode``; ``auto`` picks by server):
   duplicates (a re-delivery) are then upserted. Same end state, but FerretDB 1.x's SQLite
   backend commits each upsert in its own transaction (~100/s) while an insert batch is one.
 
-Upserts go out in bulks of at most ``sink.upsert_chunk`` operations: FerretDB 1.24 deadlocks on
-an ``update`` command that matches 100 or more existing documents (it keeps one pooled SQLite
-connection open per statement until the command ends, and the pool holds 100).
+Upserts go out in bulks of at most ``sink.upsert_chunk`` operations (default 16 on FerretDB, 1000
+on MongoDB): FerretDB 1.24 deadlocks once the ``update`` commands in flight match 100 or more
+existing documents (each keeps one pooled SQLite connection per statement until the command
+ends, and the server's pool holds 100), and an upsert of an existing document there costs time
+proportional to the collection's size, so re-deliveries are slow on FerretDB whatever the chunk.
 
 Errors are sorted in two kinds (``classify``):
 
@@ -73,6 +75,8 @@ DATA_ERROR_CODES = frozenset(
 )
 
 DUPLICATE_KEY = 11000
+FERRETDB_CHUNK = 16
+MONGODB_CHUNK = 1000
 
 #: name → index keys, created at start (idempotent).
 INDEXES: dict[str, list[tuple[str, int]]] = {
@@ -221,7 +225,7 @@ class MongoWriter:
         )
         self.max_document_bytes = sink.max_document_bytes
         self.mode = sink.write_mode
-        self.chunk = sink.upsert_chunk
+        self.chunk: int | None = sink.upsert_chunk
         self.server = ""
 
     @property
@@ -239,6 +243,8 @@ class MongoWriter:
             self.server = f"FerretDB {ferret}" if ferret else f"MongoDB {info.get('version')}"
             if self.mode == "auto":
                 self.mode = "insert-first" if ferret else "upsert"
+            if self.chunk is None:
+                self.chunk = FERRETDB_CHUNK if ferret else MONGODB_CHUNK
             await self.ensure_indexes()
         except PyMongoError as exc:
             if is_transient(exc):
@@ -259,9 +265,10 @@ class MongoWriter:
     def batch(self, docs: Sequence[RawBSONDocument]) -> BatchWrite:
         """The writes of ``docs`` in this writer's mode; ``rejected`` keys are positions in ``docs``."""
         indexed = dict(enumerate(docs))
+        chunk = self.chunk or FERRETDB_CHUNK
         if self.insert_first:
-            return BatchWrite(self.collection, self.chunk, to_insert=indexed)
-        return BatchWrite(self.collection, self.chunk, to_replace=indexed)
+            return BatchWrite(self.collection, chunk, to_insert=indexed)
+        return BatchWrite(self.collection, chunk, to_replace=indexed)
 
     async def close(self) -> None:
         await self.client.close()

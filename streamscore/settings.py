@@ -208,7 +208,8 @@ class SinkSettings(BaseModel):
     ``shutdown_grace_s`` is how long a stop waits for an in-flight batch before the process exits
     without committing it. ``write_mode``: ``upsert`` (every document a ReplaceOne upsert),
     ``insert-first`` (insert, upsert only duplicates), ``auto`` (insert-first on FerretDB, else
-    upsert); ``upsert_chunk`` caps the upserts per command (FerretDB 1.x deadlocks at 100).
+    upsert); ``upsert_chunk`` caps the upserts per command (default: 16 on FerretDB, which
+    deadlocks at 100 in flight, 1000 on MongoDB).
     """
 
     app_id: str = Field(default="streamscore-sink", min_length=1)
@@ -220,7 +221,7 @@ class SinkSettings(BaseModel):
     max_document_bytes: int | None = Field(default=None, ge=1024)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     write_mode: Literal["auto", "upsert", "insert-first"] = "auto"
-    upsert_chunk: int = Field(default=64, ge=1, le=100_000)
+    upsert_chunk: int | None = Field(default=None, ge=1, le=100_000)
     datadir: Path = REPO_ROOT / ".stack" / "faust"
     model_config = {"extra": "allow"}
 

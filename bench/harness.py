@@ -661,7 +661,7 @@ def bench_pipeline(spec: PipelineSpec, tag: str, options: Options) -> dict[str, 
             result["startup_s"] = round(session.wait_flowing(), 1)
             result["idle_cpu_ms_per_s"] = session.idle(options.warm_s * 2)
             sustainable = session.search()
-            result["sustainable_per_s"] = sustainable
+            result["sustainable_per_s"] = round(sustainable)
             for frac in options.fractions:
                 if sustainable > 0:
                     session.phase(f"{int(frac * 100)}%", sustainable * frac, options.measure_s)

@@ -49,8 +49,8 @@ def compare(document: dict[str, Any]) -> dict[str, Any]:
                 "target": f"sustainable throughput >= {want}x {PEER_NAMES[peer]}",
                 "value": got,
                 "met": None if got is None else got >= want,
-                "evidence": f"streamscore {ours} rec/s vs {PEER_NAMES[peer]} "
-                f"{pipes.get(peer, {}).get('sustainable_per_s')} rec/s, same run",
+                "evidence": f"streamscore {_fmt(ours)} rec/s vs {PEER_NAMES[peer]} "
+                f"{_fmt(pipes.get(peer, {}).get('sustainable_per_s'))} rec/s, same run",
             }
         )
     half = _phase(ss, "50%")
@@ -138,7 +138,7 @@ def plot(document: dict[str, Any], folder: Path) -> dict[str, Path]:
         ax2 = ax.twinx()
         ax2.plot(t, tl["lag"], label="lag (records)", color="tab:red", linewidth=0.8)
         ax2.set_ylabel("lag")
-        ax.set_title(f"{name}: sustainable {res.get('sustainable_per_s')} rec/s", fontsize=9)
+        ax.set_title(f"{name}: sustainable {_fmt(res.get('sustainable_per_s'))} rec/s", fontsize=9)
         ax.legend(loc="upper left", fontsize=7)
         ax2.legend(loc="upper right", fontsize=7)
     axes[-1, 0].set_xlabel("seconds since start")
@@ -160,7 +160,7 @@ def plot(document: dict[str, Any], folder: Path) -> dict[str, Path]:
         width = 0.2
         for j, pct in enumerate(("p50", "p95", "p99", "max")):
             ax.bar([i + j * width for i in range(len(names))], [r[j] for r in rows], width, label=pct)
-        ax.set_xticks([i + 1.5 * width for i in range(len(names))], names, fontsize=8)
+        ax.set_xticks([i + 1.5 * width for i in range(len(names))], names, fontsize=7, rotation=20)
         ax.axhline(P99_TARGET_MS, color="red", linewidth=0.7, linestyle=":")
         ax.set_yscale("log")
         ax.set_ylabel("fetch -> MongoDB ack (ms)")
@@ -185,7 +185,7 @@ def plot(document: dict[str, Any], folder: Path) -> dict[str, Path]:
     a2.set_ylabel("CPU-ms per 1000 records")
     a2.set_title("pipeline CPU at 80% (poller + stages; broker/DB apart)", fontsize=9)
     for ax in (a1, a2):
-        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="x", labelsize=7, rotation=20)
     fig.tight_layout()
     out["throughput"] = folder / PLOTS["throughput"]
     fig.savefig(out["throughput"], dpi=90)
@@ -195,6 +195,8 @@ def plot(document: dict[str, Any], folder: Path) -> dict[str, Path]:
 
 # --- markdown ---------------------------------------------------------------------------------
 def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) >= 10:
+        return str(int(v))
     return "-" if v is None else str(v)
 
 
@@ -350,7 +352,8 @@ def _stages(pipes: dict[str, Any]) -> list[str]:
         "",
         "The last three columns are not from fetch: they are the age of a record (since its Kafka "
         "timestamp) when a stage took it, i.e. the Kafka hop plus the stage's batching wait. The "
-        "fused peers have one stage, fed by `raw`.",
+        "fused peers have one stage, fed by `raw`. Quix Streams gives its outputs the input record's "
+        "timestamp, so its clean and predictions columns repeat the raw one.",
     ]
     return lines
 

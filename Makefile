@@ -62,6 +62,7 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup stack-up
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

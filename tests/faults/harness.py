@@ -320,6 +320,24 @@ class Pipeline:
                     child.stop(signal.SIGTERM, timeout_s=20)
             child.ensure_stopped()
 
+    def status(self) -> str:
+        """One line: served, stored, and each child's state and readiness."""
+        parts = [f"served={self.served()}", f"stored={self.stored()}"]
+        for child in self.children():
+            state = "up" if child.alive else f"exited{child.exits[-1:]}" if child.exits else "down"
+            if child.alive and child.port is not None:
+                status, body = child.get("/readyz")
+                failing = []
+                if isinstance(body, dict):
+                    failing = [
+                        f"{n}: {c.get('detail', '')[:80]}"
+                        for n, c in body.get("checks", {}).items()
+                        if not c.get("ok")
+                    ]
+                state += f" readyz={status}" + (f" {failing}" if failing else "")
+            parts.append(f"{child.name}={state}")
+        return " ".join(parts)
+
     def logs(self, chars: int = 3000) -> str:
         return "\n".join(f"--- {c.name} (exits {c.exits}) ---\n{c.tail(chars)}" for c in self.children())
 
@@ -327,17 +345,24 @@ class Pipeline:
         self, what: str, check: Callable[[], bool], timeout_s: float, running: Iterable[Child] = ()
     ) -> float:
         """Poll ``check``; fail (with the logs) on timeout or when a child of ``running`` exits."""
-        started = time.monotonic()
+        started = last_status = time.monotonic()
         must_run = list(running)
         while True:
             if check():
                 return time.monotonic() - started
+            if time.monotonic() - last_status > 10:
+                last_status = time.monotonic()
+                print(
+                    f"[faults] {last_status - started:.0f}s waiting for {what}: {self.status()}", flush=True
+                )
             for child in must_run:
                 if not child.alive:
                     code = child.proc.returncode if child.proc else None
                     raise ChildDied(f"{child.name} exited ({code}) while waiting for {what}\n{self.logs()}")
             if time.monotonic() - started > timeout_s:
-                raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{self.logs()}")
+                raise AssertionError(
+                    f"timed out after {timeout_s}s waiting for {what}\nstatus: {self.status()}\n{self.logs()}"
+                )
             time.sleep(1.0)
 
     # --- observations ---------------------------------------------------------------------

@@ -96,6 +96,7 @@ class PipelineProbe:
     since: datetime
     lag_every_s: float = 5.0
     acc: Accumulator = field(default_factory=Accumulator)
+    totals: dict[tuple[str, str], float] = field(default_factory=dict)
     history: deque[tuple[float, dict[str, float]]] = field(default_factory=lambda: deque(maxlen=200))
     _lag: dict[str, int] = field(default_factory=dict)
     _lag_at: float = 0.0
@@ -150,8 +151,6 @@ class PipelineProbe:
             self._lag_at = now
             self._lag_task = asyncio.create_task(self._lag_loop_once())
         results = await asyncio.gather(*(self._component(n) for n in self.ports))
-        counts = dict.fromkeys(STAGES, 0.0)
-        dlq: dict[str, float] = {}
         ready: dict[str, bool | None] = {}
         buckets: dict[float, float] = {}
         for component, is_ready, text in results:
@@ -160,13 +159,20 @@ class PipelineProbe:
                 key = f"{component}|{name}|{sorted(labels.items())}"
                 for stage, (comp, sample, want) in SAMPLES.items():
                     if comp == component and name == sample and want.items() <= labels.items():
-                        counts[stage] += self.acc.update(key, value)
+                        self.totals[(stage, key)] = self.acc.update(key, value)
                 if name == DLQ_SAMPLE:
-                    stage = labels.get("stage", "?")
-                    dlq[stage] = dlq.get(stage, 0.0) + self.acc.update(key, value)
+                    self.totals[(f"dlq:{labels.get('stage', '?')}", key)] = self.acc.update(key, value)
                 if name == E2E_BUCKET and component == "sink":
                     bound = float(labels["le"])
                     buckets[bound] = buckets.get(bound, 0.0) + value
+        # totals of every series ever seen: a restarted process has no sample until it counts again
+        counts = dict.fromkeys(STAGES, 0.0)
+        dlq: dict[str, float] = {}
+        for (what, _), total in self.totals.items():
+            if what.startswith("dlq:"):
+                dlq[what[4:]] = dlq.get(what[4:], 0.0) + total
+            else:
+                counts[what] += total
         documents = None
         with contextlib.suppress(Exception):
             documents = int(await self.collection.estimated_document_count())

@@ -104,3 +104,45 @@ async def test_stop_kills_a_child_that_ignores_sigterm_after_the_grace_period(tm
 def test_exit_descriptions():
     assert describe_exit(0) == "exit code 0"
     assert describe_exit(-9) == "killed by SIGKILL"
+
+
+class FakeCollection:
+    async def estimated_document_count(self) -> int:
+        return 7
+
+
+async def test_the_view_keeps_a_restarted_process_counts_and_rates():
+    from datetime import UTC, datetime
+
+    from streamscore.pipeline_probe import PipelineProbe
+
+    sink_text = {"v": 0.0}
+
+    def metrics(value: float | None) -> str:
+        if value is None:  # a fresh process before its first write: no sample at all
+            return "# TYPE streamscore_sink_documents_written_total counter\n"
+        return (
+            "# TYPE streamscore_sink_documents_written_total counter\n"
+            f'streamscore_sink_documents_written_total{{source="s"}} {value}\n'
+            "# TYPE streamscore_dlq_records_total counter\n"
+            f'streamscore_dlq_records_total{{source="s",stage="sink-data"}} {value / 100}\n'
+        )
+
+    probe = PipelineProbe(load_settings(), datetime.now(UTC), lag_every_s=float("inf"))
+    probe.collection = FakeCollection()  # type: ignore[assignment]
+
+    async def component(name: str) -> tuple[str, bool | None, str]:
+        if name != "sink":
+            return name, None, ""
+        return name, True, metrics(sink_text["v"])
+
+    probe._component = component  # type: ignore[method-assign]
+    try:
+        for value, expected in ((100.0, 100), (250.0, 250), (None, 250), (30.0, 280)):
+            sink_text["v"] = value  # type: ignore[assignment]
+            snap = await probe.snapshot()
+            assert snap.counts["stored"] == expected, (value, snap.counts)
+        assert snap.dlq == {"sink-data": 2.8}
+        assert snap.documents == 7 and snap.ready["sink"] is True and snap.ready["poller"] is None
+    finally:
+        await probe.close()

@@ -27,10 +27,10 @@ from streamscore.avro import AvroCodec
 from streamscore.bootstrap import codec, prepare
 from streamscore.dlq import parse_headers
 from streamscore.kafka_config import consumer_config, producer_config, reader_config
-from streamscore.settings import REPO_ROOT, Settings
+from streamscore.settings import REPO_ROOT, Settings, load_settings
 from streamscore.topics import dlq_topic, predictions_topic
 
-MONGO_URL = "mongodb://127.0.0.1:27017"
+MONGO_URL = load_settings().mongo.url.get_secret_value().rstrip("/")
 MONGOSH = Path.home() / ".cache" / "streamscore" / "npm" / "node_modules" / ".bin" / "mongosh"
 
 

@@ -20,7 +20,7 @@ from streamscore import metrics
 from streamscore.exporter import LagGauges
 from streamscore.kafka_config import admin_config, consumer_config, producer_config
 from streamscore.lag import BacklogCheck, LagProbe
-from streamscore.settings import Settings
+from streamscore.settings import Settings, load_settings
 from streamscore.topics import DAY_MS, TopicSpec, ensure_topics, predictions_topic
 from tests.conftest import unique
 
@@ -88,7 +88,7 @@ def kafka_tool_lag(group: str) -> dict[tuple[str, int], tuple[int, int, int]]:
             str(KAFKA_TOOL),
             "consumer-groups",
             "--bootstrap-server",
-            "127.0.0.1:9092",
+            load_settings().kafka.bootstrap_servers,
             "--describe",
             "--group",
             group,

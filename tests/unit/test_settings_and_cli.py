@@ -56,6 +56,7 @@ def test_load_settings_raises_config_error_naming_nested_setting(monkeypatch):
 def test_secrets_come_from_files(tmp_path, monkeypatch):
     (tmp_path / "streamscore_mongo").write_text('{"url": "mongodb://user:pw@db:27017"}')
     monkeypatch.setenv("STREAMSCORE_SECRETS_DIR", str(tmp_path))
+    monkeypatch.delenv("STREAMSCORE_MONGO__URL", raising=False)
     import importlib
 
     import streamscore.settings as mod

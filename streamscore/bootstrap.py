@@ -14,7 +14,7 @@ import structlog
 
 from streamscore import metrics
 from streamscore.avro import AvroCodec, load_schema, subject_for
-from streamscore.errors import TransientError
+from streamscore.errors import RegistryUnavailable, TransientError
 from streamscore.registry import SchemaRegistry
 from streamscore.settings import Settings
 from streamscore.topics import (
@@ -70,11 +70,17 @@ def wait_for(
 def register_contracts(settings: Settings, registry: SchemaRegistry) -> dict[str, int]:
     """Register (or, in 'require' mode, look up) every topic's contract; subject → schema id."""
     register = settings.registry.mode == "register"
+    reachable = True
     ids: dict[str, int] = {}
     for topic, contract in topic_contracts(settings).items():
         subject = subject_for(topic)
-        if register:
-            registry.set_compatibility(subject, "BACKWARD")
+        if register and reachable:
+            try:
+                registry.set_compatibility(subject, "BACKWARD")
+            except RegistryUnavailable:
+                # registry down: a schema the disk cache knows was registered (with its level) by
+                # an earlier start; schema_id falls back to that cache, or raises for a new one
+                reachable = False
         ids[subject] = registry.schema_id(subject, load_schema(contract), register)
     return ids
 

@@ -34,7 +34,7 @@ from producers.raw_record import RawRecordEncoder
 from streamscore import metrics
 from streamscore.avro import AvroCodec
 from streamscore.dlq import DeadLetter
-from streamscore.errors import ConfigError, TransientError
+from streamscore.errors import ConfigError, RegistryUnavailable, TransientError
 from streamscore.health import HealthServer, ProgressWatch
 from streamscore.settings import Settings, SourceSettings
 from streamscore.topics import raw_topic
@@ -393,11 +393,16 @@ async def start_pollers(settings: Settings, names: list[str] | None = None) -> l
     for source in sources:
         topic = raw_topic(source.name)
         codecs[source.name] = raw_codec = codec(registry, settings, topic)
-        if settings.registry.mode == "register":
-            await asyncio.to_thread(
-                wait_for, "registry", lambda t=topic: registry.set_compatibility(f"{t}-value"), COMPONENT
-            )
-        await asyncio.to_thread(wait_for, "registry", lambda c=raw_codec: c.schema_id, COMPONENT)
+
+        def contract(t: str = topic, c: AvroCodec = raw_codec) -> int:
+            if settings.registry.mode == "register":
+                # registry down: a schema the disk cache knows was registered (with its level)
+                # by an earlier start; schema_id falls back to that cache, or raises for a new one
+                with contextlib.suppress(RegistryUnavailable):
+                    registry.set_compatibility(f"{t}-value")
+            return c.schema_id
+
+        await asyncio.to_thread(wait_for, "registry", contract, COMPONENT)
     publishers = {}
     for source in sources:
         publishers[source.name] = publisher = PagePublisher(settings, source)

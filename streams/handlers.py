@@ -20,10 +20,18 @@ import structlog
 
 from streams.domain import clean_raw
 from streams.features import feature_matrix, feature_row
-from streams.scoring import CANDIDATE, PRIMARY, SHADOW, ModelSet, Outcome, Scorer, assign_variant
+from streams.scoring import (
+    CANDIDATE,
+    PRIMARY,
+    SHADOW,
+    ModelSet,
+    Outcome,
+    Scorer,
+    assign_variant,
+    prediction_value,
+)
 from streamscore import metrics
 from streamscore.avro import AvroCodec
-from streamscore.contracts import Prediction
 from streamscore.dlq import DeadLetter
 from streamscore.errors import DataError, TransientError
 from streamscore.topics import clean_topic, dlq_topic, predictions_topic, shadow_topic
@@ -293,23 +301,5 @@ class ScoreHandler(_Handler):
             m.anomalies.inc()
         if o.low_confidence:
             m.low_confidence.inc()
-        prediction = Prediction(
-            record_id=txn["transaction_id"],
-            source=txn["source"],
-            event_time=txn["event_time"],
-            model_name=scorer.name,
-            model_version=scorer.version,
-            variant=variant,
-            score=o.score,
-            label=o.label,
-            confidence=o.confidence,
-            low_confidence=o.low_confidence,
-            anomaly=o.anomaly,
-            reasons=o.reasons,
-            customer_id=txn["customer_id"],
-            amount_eur=txn["amount_eur"],
-            fetched_at=txn["fetched_at"],
-            scored_at=scored_at,
-            trace_id=txn["trace_id"],
-        )
-        return self.prediction_codec.encode(prediction.to_avro())
+        value = prediction_value(txn, scorer, variant, o, scored_at)
+        return self.prediction_codec.encode(value)

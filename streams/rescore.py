@@ -28,13 +28,12 @@ from confluent_kafka import Consumer
 from streams.features import feature_matrix, feature_row
 from streams.model_store import CARD, model_dir
 from streams.rescore_compare import Comparison, Scored, compare
-from streams.scoring import CANDIDATE, SHADOW, Outcome, Scorer
+from streams.scoring import CANDIDATE, SHADOW, Outcome, Scorer, prediction_value
 from streamscore.analyst.inputs import BadInput, Bound, check_window, parse_model_ref
 from streamscore.analyst.progress import progress_bar
 from streamscore.analyst.reader import PartitionRange, in_window, open_reader, plan, read, topic_partitions
 from streamscore.avro import AvroCodec
 from streamscore.bootstrap import codec
-from streamscore.contracts import Prediction
 from streamscore.errors import DataError
 from streamscore.kafka_config import producer_config
 from streamscore.producer import AsyncProducer
@@ -95,29 +94,6 @@ def pick_source(settings: Settings, source: str | None) -> str:
     if source in names:
         return source
     raise BadInput(f"--source must be one of {', '.join(names)}" if source else "--source is required")
-
-
-def prediction(txn: dict[str, Any], scorer: Scorer, variant: str, o: Outcome, at: datetime) -> dict[str, Any]:
-    """The Avro value of one prediction (same fields as the score agent's)."""
-    return Prediction(
-        record_id=txn["transaction_id"],
-        source=txn["source"],
-        event_time=txn["event_time"],
-        model_name=scorer.name,
-        model_version=scorer.version,
-        variant=variant,
-        score=o.score,
-        label=o.label,
-        confidence=o.confidence,
-        low_confidence=o.low_confidence,
-        anomaly=o.anomaly,
-        reasons=o.reasons,
-        customer_id=txn["customer_id"],
-        amount_eur=txn["amount_eur"],
-        fetched_at=txn["fetched_at"],
-        scored_at=at,
-        trace_id=txn["trace_id"],
-    ).to_avro()
 
 
 def _chunks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -205,7 +181,7 @@ class _Job:
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                value = prediction(txn, self.scorer, res.variant, outcome, scored_at)
+                value = prediction_value(txn, self.scorer, res.variant, outcome, scored_at)
                 producer.produce(batch, res.topic, out_codec.encode(value), key=txn["transaction_id"])
             except (ValueError, DataError) as exc:
                 res.failed += 1

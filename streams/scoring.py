@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ import onnxruntime as ort
 from streams.features import FEATURES
 from streams.model_store import ModelCard, load_card
 from streamscore import metrics
+from streamscore.contracts import Prediction
 from streamscore.errors import ConfigError
 from streamscore.settings import ProcessorSettings
 
@@ -170,3 +172,29 @@ class ModelSet:
             "candidate_share": self.candidate_share,
             "shadow": self.shadow.card.ref if self.shadow else None,
         }
+
+
+def prediction_value(
+    txn: dict[str, Any], scorer: Scorer, variant: str, o: Outcome, scored_at: datetime
+) -> dict[str, Any]:
+    """The Avro value of one prediction of ``scorer`` for a clean Transaction (one builder for the
+    score agent and rescore jobs)."""
+    return Prediction(
+        record_id=txn["transaction_id"],
+        source=txn["source"],
+        event_time=txn["event_time"],
+        model_name=scorer.name,
+        model_version=scorer.version,
+        variant=variant,
+        score=o.score,
+        label=o.label,
+        confidence=o.confidence,
+        low_confidence=o.low_confidence,
+        anomaly=o.anomaly,
+        reasons=o.reasons,
+        customer_id=txn["customer_id"],
+        amount_eur=txn["amount_eur"],
+        fetched_at=txn["fetched_at"],
+        scored_at=scored_at,
+        trace_id=txn["trace_id"],
+    ).to_avro()

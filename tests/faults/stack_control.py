@@ -143,7 +143,8 @@ def stop(service: str, kill9: bool = False) -> float:
             raise RuntimeError(f"{service}: no live pid file under {stack_dir()} (not started by stack.sh?)")
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while _alive(victim) and time.monotonic() < deadline:
+        # a JVM's threads outlive its (zombie) main thread for a moment, sockets included
+        while (_alive(victim) or port_open(service)) and time.monotonic() < deadline:
             time.sleep(0.05)
     else:
         if pid(service) is None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ class Processor:
         self.settings = settings
         self.models = models
         self.failing: set[str] = set()
+        self.in_flight: dict[str, float] = {}  # agent -> when its current batch started
         self.producer: AsyncProducer | None = None
         p = settings.processor
         biggest = max(p.clean_batch_size, p.score_batch_size)
@@ -116,6 +118,7 @@ class Processor:
         health = self.app.health  # type: ignore[attr-defined]
         health.add_check("progress", self.watch.check)
         health.add_check("outputs", self._outputs_check)
+        health.add_check("batches", self._batches_check)
         health.add_check("models", lambda: (True, str(models.describe())))
 
         @self.app.task(on_leader=False)
@@ -133,6 +136,16 @@ class Processor:
     def _outputs_check(self) -> tuple[bool, str]:
         if self.failing:
             return False, f"retrying batches of {sorted(self.failing)}"
+        return True, "ok"
+
+    def _batches_check(self) -> tuple[bool, str]:
+        """A batch in flight for longer than stall_after_s: the agent is stalled (found by
+        tests/faults/test_stalled_agent.py; ``progress`` alone missed it, as nothing was failing)."""
+        now = time.monotonic()
+        limit = self.settings.health.stall_after_s
+        stuck = sorted((name, now - t) for name, t in self.in_flight.items() if now - t > limit)
+        if stuck:
+            return False, "stalled: " + ", ".join(f"{n} has a batch in flight for {s:.0f}s" for n, s in stuck)
         return True, "ok"
 
     def add_source(self, source: str, registry: Any) -> None:
@@ -231,7 +244,11 @@ class Processor:
         def on_failing(failing: bool) -> None:
             (self.failing.add if failing else self.failing.discard)(name)
 
-        results = await retry_transient(attempt, COMPONENT, name, on_failing=on_failing)
+        self.in_flight[name] = time.monotonic()
+        try:
+            results = await retry_transient(attempt, COMPONENT, name, on_failing=on_failing)
+        finally:
+            self.in_flight.pop(name, None)
         self.watch.progress()
         try:
             for result in results:

@@ -32,6 +32,11 @@ class ProgressWatch:
     backlog: Callable[[], bool] = lambda: False
     last_progress: float = field(default_factory=time.time)
 
+    def __post_init__(self) -> None:
+        # exported from the start: a stage that stalls before its first commit must still show
+        # an (ageing) last-commit time, or the stalled-consumer alert has no series to fire on
+        metrics.LAST_COMMIT.labels(component=self.component).set(self.last_progress)
+
     def progress(self) -> None:
         self.last_progress = time.time()
         metrics.LAST_COMMIT.labels(component=self.component).set(self.last_progress)

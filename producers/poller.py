@@ -305,6 +305,14 @@ class SourcePoller:
                     self._extract_letter(item, exc, response, position, stage="encode", rid=None)
                 )
                 continue
+            if len(encoded) > self.source.max_record_bytes:  # Kafka would refuse the page forever
+                cap = self.source.max_record_bytes
+                why = f"record of {len(encoded)} bytes exceeds max_record_bytes ({cap})"
+                letter = self._extract_letter(item, why, response, position, rid=rid)
+                letter.value = (letter.value or b"")[: self.source.dlq_body_max_bytes]
+                letter.extra |= {"record.bytes": str(len(encoded)), "record.truncated": "true"}
+                batch.letters.append(letter)
+                continue
             batch.records.append((rid.encode(), encoded))
             ids.append(rid)
         first = ids[0] if ids else None

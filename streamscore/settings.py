@@ -131,6 +131,10 @@ class SourceSettings(BaseModel):
     max_retry_after_s: float = Field(default=600.0, gt=0)
     parse_attempts: int = Field(default=3, ge=1, le=20)
     dlq_body_max_bytes: int = Field(default=64 * 1024, ge=256)
+    max_record_bytes: int = Field(default=900 * 1024, ge=1024)
+    """A record larger than this (encoded) goes to the DLQ (stage ``extract``, value cut to
+    ``dlq_body_max_bytes``) instead of failing its page's Kafka transaction forever; keep it below
+    the producer's and broker's message limits (librdkafka and Kafka default to about 1 MB)."""
     poll_interval_s: float = Field(default=1.0, gt=0)
     failure_cooldown_s: float = Field(default=30.0, gt=0)
     transactional: bool = True

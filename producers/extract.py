@@ -144,7 +144,10 @@ def parse_page(body: bytes | str, records_path: tuple[str, ...]) -> tuple[Any, l
             raise PageParseError(f"body is not UTF-8: {exc}") from None
     else:
         text = body
-    decoded, items, end = _walk(text, 0, records_path)
+    try:
+        decoded, items, end = _walk(text, 0, records_path)
+    except RecursionError:  # the C scanner recurses per nesting level; escaped and crashed the poller
+        raise PageParseError("JSON nested too deeply") from None
     if _ws(text, end) != len(text):
         raise PageParseError(f"trailing data at offset {end}")
     if items is None:

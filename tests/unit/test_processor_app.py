@@ -26,18 +26,17 @@ class FakeProducer:
 
     def __init__(self, fail: int = 0) -> None:
         self.fail = fail
-        self.doomed: set[int] = set()
 
     def batch(self) -> DeliveryBatch:
         batch = DeliveryBatch(asyncio.get_running_loop())
-        if self.fail > 0:
-            self.fail -= 1
-            self.doomed.add(id(batch))
+        # marked on the batch itself: an id() set would doom a later batch that reuses the id
+        batch.doomed = self.fail > 0  # type: ignore[attr-defined]
+        self.fail = max(0, self.fail - 1)
         return batch
 
     def produce(self, batch: DeliveryBatch, topic: str, value: bytes | None, **kw: Any) -> None:
         batch._add()
-        error = KafkaError(KafkaError._MSG_TIMED_OUT) if id(batch) in self.doomed else None
+        error = KafkaError(KafkaError._MSG_TIMED_OUT) if getattr(batch, "doomed", False) else None
         batch.on_delivery(error, None)
 
 

@@ -135,11 +135,25 @@ class Child:
         code = self.wait(timeout_s)
         elapsed = time.monotonic() - started
         if code is None:
+            dump = self.stack_dump()
             self.kill9()
             raise AssertionError(
-                f"{self.name} did not exit within {timeout_s}s of {sig.name}:\n{self.tail()}"
+                f"{self.name} did not exit within {timeout_s}s of {sig.name}:\n{self.tail()}\n{dump}"
             )
         return code, elapsed
+
+    def stack_dump(self) -> str:
+        """Python stacks of the running child (py-spy, when installed), for a hang's diagnosis."""
+        spy = Path(PY).with_name("py-spy")
+        if not spy.exists() or not self.alive:
+            return ""
+        try:
+            out = subprocess.run(
+                [str(spy), "dump", "--pid", str(self.pid)], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"(py-spy dump failed: {exc})"
+        return f"--- py-spy dump of {self.name} ---\n{out.stdout[-8000:]}{out.stderr[-1000:]}"
 
     def ensure_stopped(self) -> None:
         if self.alive:

@@ -19,8 +19,8 @@ from tests.faults.harness import PipelineConfig
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 __all__ = ["make_pipeline"]
 
-CONFIG = PipelineConfig(backlog=200, rate_per_s=40.0, max_records=5500)
-KILLS = 3
+CONFIG = PipelineConfig(backlog=200, rate_per_s=40.0, max_records=4000)
+KILLS = 2
 
 
 def test_one_of_two_workers_killed_repeatedly_keeps_the_invariant_and_lag_returns_to_0(make_pipeline) -> None:

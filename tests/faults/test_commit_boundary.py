@@ -118,7 +118,7 @@ def test_committed_offsets_reach_the_end_of_a_transactional_input(make_pipeline)
 def test_slow_in_flight_batch_then_sigkill_never_commits_past_it(make_pipeline) -> None:
     p = make_pipeline(CONFIG)
     start_with_raw(p, hold_hook(p, seconds=600))
-    p.wait_until("a batch held in flight", lambda: _fired(p), 120, [p.processor])
+    p.wait_until("a batch held in flight", lambda: bool(_fired(p)), 120, [p.processor])
     held = _fired(p)[0]
     held_offsets = [o for part, o, _ in held["messages"] if part == 0]
     checks = 0
@@ -151,7 +151,7 @@ def test_slow_in_flight_batch_then_sigkill_never_commits_past_it(make_pipeline) 
 def test_sigterm_mid_batch_exits_0_within_the_grace_and_loses_nothing(make_pipeline) -> None:
     p = make_pipeline(CONFIG)
     start_with_raw(p, hold_hook(p, seconds=120))
-    p.wait_until("a batch held in flight", lambda: _fired(p), 120, [p.processor])
+    p.wait_until("a batch held in flight", lambda: bool(_fired(p)), 120, [p.processor])
     held = _fired(p)[0]
     code, took = p.processor.stop(signal.SIGTERM, timeout_s=GRACE_S + 30)
     assert code == 0, f"SIGTERM mid-batch: exit {code}\n{p.processor.tail()}"

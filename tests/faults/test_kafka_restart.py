@@ -19,7 +19,7 @@ from tests.faults.harness import PipelineConfig
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 __all__ = ["make_pipeline", "stack_restored"]
 
-CONFIG = PipelineConfig(backlog=300, rate_per_s=100.0, max_records=9000)
+CONFIG = PipelineConfig(backlog=300, rate_per_s=100.0, max_records=7500)
 DOWN_S = 5.0
 
 

@@ -19,7 +19,7 @@ from tests.faults.harness import PipelineConfig
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 __all__ = ["make_pipeline"]
 
-CONFIG = PipelineConfig(backlog=200, rate_per_s=40.0, max_records=4000)
+CONFIG = PipelineConfig(backlog=200, rate_per_s=40.0, max_records=3400)
 KILLS = 2
 
 

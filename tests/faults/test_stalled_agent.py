@@ -114,7 +114,7 @@ def test_stalled_agent_fails_readiness_and_fires_the_stalled_consumer_alert(make
         port,
     ).start()
     try:
-        p.wait_until("the agent stalled", lambda: _fired(p), 120, [p.processor])
+        p.wait_until("the agent stalled", lambda: bool(_fired(p)), 120, [p.processor])
         stalled_at = time.monotonic()
 
         def not_ready() -> bool:

@@ -18,6 +18,7 @@ the test's processor runs under a unique group, so the generated series use the 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -98,7 +99,11 @@ tests:
 
 def test_stalled_agent_fails_readiness_and_fires_the_stalled_consumer_alert(make_pipeline) -> None:
     promtool = shutil.which("promtool")
-    assert promtool, "promtool is needed (deploy/local/stack.sh fetch installs Debian's prometheus)"
+    if promtool is None:  # as tests/unit/test_prometheus_rules.py: required under CI
+        message = "promtool not found: install Debian's prometheus package (deploy/local/stack.sh fetch)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     p: Pipeline = make_pipeline(CONFIG)
     p.start(p.api, p.poller)
     p.wait_until("the backlog in raw", lambda: _raw_complete(p), 120, [p.api, p.poller])

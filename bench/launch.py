@@ -89,21 +89,21 @@ def tap_arrivals(role: str, recorder: stamps.Recorder) -> None:
         original = getattr(processor, "incoming", None)
         if original is not None:
 
-            def incoming(event: Any) -> Any:
-                seen(event.message.topic, event.message.timestamp, time.time())
-                return original(event)
+            def incoming(message: Any) -> Any:
+                seen(message.topic, message.timestamp, time.time())
+                return original(message)
 
-            processor.incoming = incoming
+            processor.incoming = incoming  # type: ignore[assignment]
     elif role == "sink":
         from streams.sink import Sink
 
         handle = Sink.handle
 
-        async def stamped(self: Sink, events: Any) -> None:
+        async def stamped(self: Sink, messages: Any) -> None:
             now = time.time()
-            for event in events:
-                seen(event.message.topic, event.message.timestamp, now)
-            await handle(self, events)
+            for message in messages:
+                seen(message.topic, message.timestamp, now)
+            await handle(self, messages)
 
         Sink.handle = stamped  # type: ignore[method-assign]
 

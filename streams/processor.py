@@ -30,7 +30,9 @@ from typing import Any
 import faust
 import structlog
 from faust.sensors import Monitor
+from faust.types import Message
 
+from streams.batch_stream import batches
 from streams.faust_runtime import create_app, retry_transient, run_worker
 from streams.handlers import BatchResult, CleanHandler, Emit, Incoming, ScoreHandler
 from streams.scoring import ModelSet
@@ -51,8 +53,7 @@ class BatchFailed(TransientError):
     """An unexpected error outside any single record: retried like an outage, never skipped."""
 
 
-def incoming(event: faust.EventT) -> Incoming:
-    msg = event.message
+def incoming(msg: Message) -> Incoming:
     raw = msg.headers or ()
     pairs = raw.items() if isinstance(raw, Mapping) else raw
     headers = [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in pairs]
@@ -63,10 +64,10 @@ def _succeeded(task: asyncio.Future[Any]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
 
 
-def withhold(events: Sequence[faust.EventT]) -> None:
+def withhold(messages: Sequence[Message]) -> None:
     """Mark messages acked without telling the consumer, so their offsets are never committed."""
-    for event in events:
-        event.message.acked = True
+    for message in messages:
+        message.acked = True
 
 
 class QuietMonitor(Monitor):
@@ -184,20 +185,20 @@ class Processor:
         channel = self.app.topic(topic, key_serializer="raw", value_serializer="raw")
 
         async def agent(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(size, within=within):  # type: ignore[attr-defined]
-                await self.guarded_batch(name, events, handle)
+            async for messages in batches(stream, size, within):
+                await self.guarded_batch(name, messages, handle)
 
         agent.__name__ = name.replace("-", "_")
         self.app.agent(channel, name=name, concurrency=1)(agent)
 
-    async def guarded_batch(self, name: str, events: Sequence[faust.EventT], handle: Handle) -> None:
+    async def guarded_batch(self, name: str, messages: Sequence[Message], handle: Handle) -> None:
         """Run a batch; if it cannot finish, withhold its offsets so it is read again.
 
         Stopping (cancellation) gives the batch ``shutdown_grace_s`` to be delivered first. Any
         other escape is unexpected (run_batch retries everything): the worker crashes, because a
         running Faust worker never re-reads withheld messages and would not commit past them.
         """
-        task = asyncio.ensure_future(self.run_batch(name, events, handle))
+        task = asyncio.ensure_future(self.run_batch(name, messages, handle))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -205,18 +206,18 @@ class Processor:
                 await asyncio.wait({task}, timeout=self.settings.processor.shutdown_grace_s)
             if not _succeeded(task):
                 task.cancel()
-                withhold(events)
-                log.warning("batch_withheld_on_stop", agent=name, records=len(events))
+                withhold(messages)
+                log.warning("batch_withheld_on_stop", agent=name, records=len(messages))
             raise
         except Exception as exc:
-            withhold(events)
-            log.exception("batch_withheld_crashing", agent=name, records=len(events))
+            withhold(messages)
+            log.exception("batch_withheld_crashing", agent=name, records=len(messages))
             await self.app.crash(exc)
             raise
 
-    async def run_batch(self, name: str, events: Sequence[faust.EventT], handle: Handle) -> list[BatchResult]:
+    async def run_batch(self, name: str, messages: Sequence[Message], handle: Handle) -> list[BatchResult]:
         """Handle and deliver one batch, retrying (never skipping) until Kafka acknowledged it."""
-        batch = [incoming(e) for e in events]
+        batch = [incoming(m) for m in messages]
         producer = self.get_producer()
 
         async def attempt() -> list[BatchResult]:

@@ -1,15 +1,15 @@
 """The sink Faust app: ``predictions.<source>`` (Avro ``Prediction``) → MongoDB.
 
-One agent (concurrency 1) takes micro-batches with ``stream.take_events``; for each batch it
+One agent (concurrency 1) takes micro-batches (:func:`streams.batch_stream.batches`); for each batch it
 decodes, builds documents, upserts them in one unordered bulk write, dead-letters what cannot be
 stored, and only then returns, so Faust acks (and later commits) the batch after MongoDB
 acknowledged it. While MongoDB is unreachable the batch is retried with backoff, nothing is
 committed (lag grows), ``/readyz`` fails and ``/healthz`` stays alive.
 
-Faust acks a take batch in a ``finally``, also when the agent is cancelled or fails, and on stop
-it first waits for every in-flight message to be acked. So once the app is stopping (or the agent
-is cancelled) the sink gives the in-flight write up to ``sink.shutdown_grace_s``; if MongoDB still
-has not acknowledged it, the batch is *withheld* (its messages marked acked without telling the
+A batch is acked only when the loop asks for the next one, and on stop Faust first waits for
+every in-flight message to be acked. So once the app is stopping (or the agent is cancelled) the
+sink gives the in-flight write up to ``sink.shutdown_grace_s``; if MongoDB still has not
+acknowledged it, the batch is *withheld* (its messages marked acked without telling the
 consumer, as the processor does), so its offsets are never committed and the stop completes; the
 next owner re-reads the batch. Faust never re-reads withheld messages in a running worker, so
 when that happens without a stop (an unexpected error, a cancellation by a rebalance) the worker
@@ -30,7 +30,9 @@ import bson
 import faust
 import structlog
 from bson.raw_bson import RawBSONDocument
+from faust.types import Message
 
+from streams.batch_stream import batches
 from streams.faust_runtime import create_app, retry_transient, run_worker
 from streams.mongo_writer import MongoWriter, Rejected
 from streamscore import metrics
@@ -110,7 +112,7 @@ class Prepared:
     """A batch turned into documents, plus the letters of what could not be."""
 
     docs: list[RawBSONDocument] = field(default_factory=list)
-    origin: list[tuple[str, Any]] = field(default_factory=list)  # (source, event) per doc
+    origin: list[tuple[str, Message]] = field(default_factory=list)  # (source, message) per doc
     fetched_at: list[datetime] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
 
@@ -123,14 +125,14 @@ class BatchAbandoned(Exception):
     """A batch failed for an unexpected reason; its offsets were withheld from the commit."""
 
 
-def withhold(events: Sequence[Any]) -> None:
+def withhold(messages: Sequence[Message]) -> None:
     """Mark messages acked without telling the consumer, so their offsets are never committed.
 
-    Faust's take-batch ``finally`` then acks nothing, ``wait_empty`` at stop no longer waits for
-    them, and the commit stops below the first withheld offset: the batch is read again later.
+    The batch iterator's ack then skips them, ``wait_empty`` at stop no longer waits for them,
+    and the commit stops below the first withheld offset: the batch is read again later.
     """
-    for event in events:
-        event.message.acked = True
+    for message in messages:
+        message.acked = True
 
 
 class Sink:
@@ -181,25 +183,25 @@ class Sink:
             self.state.mongo_ok = await self.writer.ping()
             await asyncio.sleep(self.settings.sink.ping_interval_s)
 
-    async def handle(self, events: Sequence[Any]) -> None:
+    async def handle(self, messages: Sequence[Message]) -> None:
         """Process one batch so that returning means: durable, or withheld from the commit.
 
         When the app starts stopping (or the agent is cancelled) during the batch, it gets
         ``shutdown_grace_s`` to finish; otherwise its offsets are withheld. An unexpected error
         withholds the batch and raises :class:`BatchAbandoned` (the worker crashes and restarts).
         """
-        task = asyncio.ensure_future(self.process(events))
+        task = asyncio.ensure_future(self.process(messages))
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=STOP_POLL_S)
                 if done or self.stopping():
                     break
-            await self._settle(task, events, "stopping")
+            await self._settle(task, messages, "stopping")
         except asyncio.CancelledError:
-            await self._settle(task, events, "cancelled")
+            await self._settle(task, messages, "cancelled")
             raise
 
-    async def _settle(self, task: asyncio.Future[None], events: Sequence[Any], why: str) -> None:
+    async def _settle(self, task: asyncio.Future[None], messages: Sequence[Message], why: str) -> None:
         if not task.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait({task}, timeout=self.settings.sink.shutdown_grace_s)
@@ -207,11 +209,11 @@ class Sink:
             return
         error = None if not task.done() or task.cancelled() else task.exception()
         task.cancel()
-        withhold(events)
+        withhold(messages)
         log.error(
             "batch_withheld_from_commit",
             reason=why if error is None else f"{type(error).__name__}: {error}",
-            records=len(events),
+            records=len(messages),
             exc_info=error,
         )
         if error is not None:
@@ -219,9 +221,9 @@ class Sink:
         if not self.stopping():  # cancelled without a stop (a rebalance): the gap would stay
             self._crashing = asyncio.ensure_future(self.crash(BatchAbandoned("withheld, not stopping")))
 
-    async def process(self, events: Sequence[Any]) -> None:
+    async def process(self, messages: Sequence[Message]) -> None:
         self.state.in_flight = True
-        prepared: Prepared = await self._retry(lambda: self._prepare(events), "registry")
+        prepared: Prepared = await self._retry(lambda: self._prepare(messages), "registry")
         if prepared.docs:
             batch = self.writer.batch(prepared.docs)
             started = time.perf_counter()
@@ -236,30 +238,29 @@ class Sink:
         self.state.in_flight = False
         self.progress.progress()
 
-    async def _prepare(self, events: Sequence[Any]) -> Prepared:
+    async def _prepare(self, messages: Sequence[Message]) -> Prepared:
         """Decode and build documents; a RegistryUnavailable aborts the batch (retried)."""
         out = Prepared()
         limit = self.writer.max_document_bytes or 16 * 1024 * 1024
         stored_at = datetime.now(UTC)
-        for event in events:
-            msg = event.message
+        for msg in messages:
             source = self.sources[msg.topic]
             try:
-                prediction = self.codecs[msg.topic].decode(event.value)
+                prediction = self.codecs[msg.topic].decode(msg.value)
             except DataError as exc:
-                out.letters.append(self._letter(source, event, "decode", exc))
+                out.letters.append(self._letter(source, msg, "decode", exc))
                 continue
             try:
                 raw = bson.encode(to_document(prediction, msg.topic, msg.partition, msg.offset, stored_at))
             except (bson.errors.InvalidDocument, KeyError, TypeError, ValueError) as exc:
-                out.letters.append(self._letter(source, event, "sink-data", exc, prediction))
+                out.letters.append(self._letter(source, msg, "sink-data", exc, prediction))
                 continue
             if len(raw) > limit:
                 why = f"document of {len(raw)} bytes exceeds MongoDB's limit of {limit} bytes"
-                out.letters.append(self._letter(source, event, "sink-data", why, prediction))
+                out.letters.append(self._letter(source, msg, "sink-data", why, prediction))
                 continue
             out.docs.append(RawBSONDocument(raw))
-            out.origin.append((source, event))
+            out.origin.append((source, msg))
             out.fetched_at.append(prediction["fetched_at"])
         return out
 
@@ -279,12 +280,11 @@ class Sink:
     def _letter(
         self,
         source: str,
-        event: Any,
+        msg: Message,
         stage: str,
         error: BaseException | str,
         prediction: dict[str, Any] | None = None,
     ) -> DeadLetter:
-        msg = event.message
         key = msg.key if isinstance(msg.key, bytes | type(None)) else str(msg.key).encode()
         record_id = prediction["record_id"] if prediction else None
         if record_id is None and key:
@@ -344,9 +344,9 @@ def build_app(settings: Settings) -> faust.App:
         watcher = asyncio.ensure_future(sink.watch_mongo())
         try:
             await sink.start()
-            async for events in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
+            async for messages in batches(stream, cfg.batch_size, cfg.batch_within_s):
                 try:
-                    await sink.handle(events)
+                    await sink.handle(messages)
                 except BatchAbandoned as exc:
                     await app.crash(exc)  # the worker exits non-zero; a restart re-reads the batch
                     raise

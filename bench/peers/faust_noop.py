@@ -13,6 +13,7 @@ import resource
 import sys
 import time
 
+from streams.batch_stream import batches
 from streams.faust_runtime import run_worker
 from streamscore.kafka_config import faust_app_config
 from streamscore.settings import load_settings
@@ -27,6 +28,7 @@ def main() -> None:
     import faust
 
     topic, n, app_id = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    faust_path = "--faust-stream" in sys.argv[4:]
     conf = faust_app_config(load_settings(), app_id) | {
         "stream_buffer_maxsize": 4000,
         "broker_max_poll_records": 500,
@@ -37,7 +39,8 @@ def main() -> None:
 
     @app.agent(channel, concurrency=1)
     async def noop(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(500, within=0.05):  # type: ignore[attr-defined]
+        source = stream.take_events(500, within=0.05) if faust_path else batches(stream, 500, 0.05)  # type: ignore[attr-defined]
+        async for events in source:
             if not state["n"]:
                 state.update(t0=time.monotonic(), c0=cpu_s(), n0=len(events))
             state["n"] += len(events)

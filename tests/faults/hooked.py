@@ -36,7 +36,7 @@ def _hooks() -> list[dict[str, Any]]:
 
 
 def _messages(batch: Sequence[Any]) -> list[tuple[int, int, bytes | None]]:
-    """(partition, offset, key) of a processor batch (Incoming) or a sink batch (Faust events)."""
+    """(partition, offset, key) of a processor batch (Incoming) or a sink batch (Faust messages)."""
     out = []
     for item in batch:
         msg = getattr(item, "message", item)

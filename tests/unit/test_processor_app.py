@@ -4,11 +4,13 @@ failing, withheld offsets on stop, and the fused clean+score path."""
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError
+from faust.transport.consumer import Consumer
 from faust.types.tuples import TP, ConsumerMessage
 
 from streams.handlers import BatchResult, CleanHandler, Incoming, ScoreHandler
@@ -51,9 +53,8 @@ def processor(models: ModelSet, producer: FakeProducer) -> Processor:
     return proc
 
 
-def event(offset: int, value: bytes = b"v") -> Any:
-    message = SimpleNamespace(topic="raw.demo", partition=0, offset=offset, key=b"k", value=value, headers=[])
-    return SimpleNamespace(message=message)
+def message(offset: int, value: bytes = b"v") -> Any:
+    return SimpleNamespace(topic="raw.demo", partition=0, offset=offset, key=b"k", value=value, headers=[])
 
 
 async def test_a_failing_batch_is_retried_not_skipped_and_readiness_follows(models: ModelSet) -> None:
@@ -71,7 +72,7 @@ async def test_a_failing_batch_is_retried_not_skipped_and_readiness_follows(mode
         emit("clean.demo", b"k", b"v", None)  # 2nd attempt: delivery fails (transient) → retried
         return [BatchResult("clean", "demo", received=1, produced=1)]
 
-    results = await asyncio.wait_for(proc.run_batch("clean-demo", [event(0)], handle), timeout=20)
+    results = await asyncio.wait_for(proc.run_batch("clean-demo", [message(0)], handle), timeout=20)
     assert calls == 3
     assert results[0].produced == 1
     assert seen_not_ready[0] is False and any(seen_not_ready[1:])  # not ready while retrying
@@ -89,21 +90,26 @@ async def test_registry_outage_during_a_batch_is_retried(models: ModelSet) -> No
             raise RegistryUnavailable("registry down")
         return [BatchResult("clean", "demo", received=1)]
 
-    await asyncio.wait_for(proc.run_batch("clean-demo", [event(0)], handle), timeout=20)
+    await asyncio.wait_for(proc.run_batch("clean-demo", [message(0)], handle), timeout=20)
     assert attempts == 3
 
 
 def test_withheld_messages_are_never_acked_to_the_consumer() -> None:
-    acked: list[int] = []
-    consumer = SimpleNamespace(ack=lambda m: acked.append(m.offset) or True)
+    """Faust's own Consumer.ack (what the batch iterator calls) skips a withheld message."""
+    consumer = SimpleNamespace(
+        app=SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True)),
+        _committed_offset=defaultdict(lambda: None),
+        _acked_index=defaultdict(set),
+        _acked=defaultdict(list),
+        _unacked_messages=set(),
+        _n_acked=0,
+        _waiting_for_ack=None,
+    )
     tp = TP("raw.demo", 0)
     kept, released = (ConsumerMessage("raw.demo", 0, o, 0, 0, [], b"k", b"v", None, 1, 1, tp) for o in (1, 2))
-    for m in (kept, released):
-        m.incref()
-    withhold([SimpleNamespace(message=kept)])  # type: ignore[list-item]
-    assert kept.ack(consumer) is False  # what take_events' finally does on a stop
-    assert released.ack(consumer) is True
-    assert acked == [2]
+    withhold([kept])
+    assert [Consumer.ack(consumer, m) for m in (kept, released)] == [False, True]  # type: ignore[arg-type]
+    assert consumer._acked[tp] == [2]
 
 
 async def test_fused_path_cleans_and_scores_one_batch(models: ModelSet) -> None:
@@ -191,13 +197,13 @@ async def test_a_stop_gives_the_batch_a_grace_period_then_withholds_it(
         await asyncio.sleep(batch_takes)
         return [BatchResult("clean", "demo", received=1)]
 
-    events = [event(0), event(1)]
-    agent = asyncio.ensure_future(proc.guarded_batch("clean-demo", events, slow))
+    messages = [message(0), message(1)]
+    agent = asyncio.ensure_future(proc.guarded_batch("clean-demo", messages, slow))
     await asyncio.sleep(0.05)
     agent.cancel()  # what a worker stop does to the agent
     with pytest.raises(asyncio.CancelledError):
         await agent
-    assert [getattr(e.message, "acked", False) for e in events] == [withheld, withheld]
+    assert [getattr(m, "acked", False) for m in messages] == [withheld, withheld]
 
 
 async def test_an_unexpected_escape_withholds_and_crashes_the_worker(
@@ -214,8 +220,8 @@ async def test_an_unexpected_escape_withholds_and_crashes_the_worker(
 
     monkeypatch.setattr(proc.app, "crash", crash)
     monkeypatch.setattr(proc, "run_batch", broken_run_batch)
-    events = [event(0)]
+    messages = [message(0)]
     with pytest.raises(RuntimeError):
-        await proc.guarded_batch("clean-demo", events, None)  # type: ignore[arg-type]
-    assert events[0].message.acked is True
+        await proc.guarded_batch("clean-demo", messages, None)  # type: ignore[arg-type]
+    assert messages[0].acked is True
     assert [str(e) for e in crashed] == ["escaped"]

@@ -210,15 +210,6 @@ class Msg:
     value: bytes | None
 
 
-@dataclass
-class Event:
-    message: Msg
-
-    @property
-    def value(self) -> bytes | None:
-        return self.message.value
-
-
 @pytest.fixture
 def sink(tmp_path):
     settings = load_settings(sources=[{"name": "transactions"}], sink={"shutdown_grace_s": 0.2})
@@ -234,13 +225,13 @@ async def test_prepare_turns_bad_bytes_into_decode_letters_and_huge_documents_in
     topic = "predictions.transactions"
     good = codec.encode(prediction("txn_1"))
     huge = codec.encode(prediction("txn_2", reasons=["x" * 5000]))
-    events = [
-        Event(Msg(topic, 0, 10, b"txn_1", good)),
-        Event(Msg(topic, 0, 11, b"txn_x", b"\x00\x00\x00\x00\x07garbage")),
-        Event(Msg(topic, 1, 12, b"txn_2", huge)),
-        Event(Msg(topic, 1, 13, b"txn_3", None)),
+    messages = [
+        Msg(topic, 0, 10, b"txn_1", good),
+        Msg(topic, 0, 11, b"txn_x", b"\x00\x00\x00\x00\x07garbage"),
+        Msg(topic, 1, 12, b"txn_2", huge),
+        Msg(topic, 1, 13, b"txn_3", None),
     ]
-    out = await s._prepare(events)
+    out = await s._prepare(messages)  # type: ignore[arg-type]
     assert [d["_id"] for d in out.docs] == ["transactions:txn_1:fraud-gbt:1"]
     assert dict(out.docs[0]["kafka"]) == {"topic": topic, "partition": 0, "offset": 10}
     stages = [(letter.record_id, letter.stage, letter.offset) for letter in out.letters]
@@ -249,12 +240,12 @@ async def test_prepare_turns_bad_bytes_into_decode_letters_and_huge_documents_in
     assert "exceeds MongoDB's limit of 4096 bytes" in str(out.letters[1].error)
 
 
-def batch_events(n: int = 3) -> list[Event]:
-    return [Event(Msg("predictions.transactions", 0, i, b"k", b"v")) for i in range(n)]
+def batch_events(n: int = 3) -> list[Msg]:
+    return [Msg("predictions.transactions", 0, i, b"k", b"v") for i in range(n)]
 
 
-def withheld(events: list[Event]) -> list[bool]:
-    return [getattr(e.message, "acked", False) for e in events]
+def withheld(messages: list[Msg]) -> list[bool]:
+    return [getattr(m, "acked", False) for m in messages]
 
 
 async def test_cancel_during_an_unacknowledged_write_withholds_the_batch_from_the_commit(sink):

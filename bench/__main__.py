@@ -41,7 +41,9 @@ def main(
     profile: Annotated[bool, typer.Option(help="Add a py-spy window at 80% after the others.")] = False,
     soak_s: Annotated[float, typer.Option(help="Soak length in seconds.")] = 600,
     only_streamscore: Annotated[bool, typer.Option(help="Alias of --peers none.")] = False,
-    fused: Annotated[bool, typer.Option(help="Also run streamscore with processor.fused=true.")] = False,
+    two_agents: Annotated[
+        bool, typer.Option(help="Also run streamscore with processor.fused=false (clean and score agents).")
+    ] = False,
     pipelines: Annotated[
         str | None, typer.Option(help="Exactly these pipelines, e.g. floor (overrides --peers).")
     ] = None,
@@ -64,7 +66,7 @@ def main(
     names = (
         pipelines.split(",")
         if pipelines
-        else ["streamscore", *(["streamscore-fused"] if fused else []), *chosen]
+        else ["streamscore", *(["streamscore-two-agents"] if two_agents else []), *chosen]
     )
     unknown = [n for n in names if n not in PIPELINES]
     if unknown:

@@ -65,12 +65,12 @@ class PipelineSpec:
 STREAMSCORE_ROLES = ("poller", "processor", "sink")
 PIPELINES = {
     "streamscore": PipelineSpec("streamscore", STREAMSCORE_ROLES, ("processor", "sink"), "ss"),
-    "streamscore-fused": PipelineSpec(
-        "streamscore-fused",
+    "streamscore-two-agents": PipelineSpec(
+        "streamscore-two-agents",
         STREAMSCORE_ROLES,
         ("processor", "sink"),
-        "sf",
-        (("STREAMSCORE_PROCESSOR__FUSED", "true"),),
+        "s2",
+        (("STREAMSCORE_PROCESSOR__FUSED", "false"),),
     ),
     "quix": PipelineSpec("quix", ("poller", "quix"), ("processor",), "qx"),
     "faststream": PipelineSpec("faststream", ("poller", "faststream"), ("processor",), "fs"),

@@ -4,15 +4,17 @@ Pre-fills one unique ``raw.<source>`` with N demo records (the demo generator, d
 so ~0.5% go to the DLQ), then runs each contender on that same topic in its own process and
 consumer group:
 
-- processor: ``streamscore process`` (Faust: clean agent → clean topic → score agent), primary
-  model only, default batch settings;
+- processor: ``streamscore process`` as shipped (one agent per source cleans and scores each raw
+  batch, writing clean and predictions), primary model only, default batch settings;
+- processor, two agents (``STREAMSCORE_PROCESSOR__FUSED=false``): clean agent → clean topic →
+  score agent, in one process;
 - processor, one process per stage (``STREAMSCORE_PROCESSOR__STAGES``, own app ids): the two
   agents in two processes, so the stages pipeline instead of taking turns;
-- processor, fused mode (``STREAMSCORE_PROCESSOR__FUSED=true``): one agent cleans and scores,
-  still writing the clean topic;
-- floor: ``bench/peers/floor.py`` (confluent-kafka consume(500) → fastavro → pydantic → ONNX → produce);
-- Faust alone: ``bench/peers/faust_noop.py``, the same take_events loop doing nothing (the
-  framework's own cost per consumed record; the two-stage processor pays it twice).
+- floor: ``bench/peers/floor.py`` (confluent-kafka consume(500) → fastavro → pydantic → ONNX →
+  produce; it writes no clean topic);
+- Faust alone: ``bench/peers/faust_noop.py``, the processor's batch loop
+  (:func:`streams.batch_stream.batches`) doing nothing, and the same loop on Faust's own stream
+  path (``take_events``) for comparison: the framework's cost per consumed record.
 
 Throughput is measured on the outputs (predictions + dead letters, by polling end offsets every
 0.1 s) from the first output to the last, so start-up is excluded; CPU per record is the
@@ -138,9 +140,11 @@ def measure(
     }
 
 
-def measure_noop(settings: Settings, topic: str, n: int, tag: str, limit_s: float) -> dict[str, Any]:
+def measure_noop(
+    settings: Settings, topic: str, n: int, tag: str, limit_s: float, extra: list[str]
+) -> dict[str, Any]:
     """Faust's own cost on the same topic (bench/peers/faust_noop.py reports itself)."""
-    cmd = [sys.executable, "bench/peers/faust_noop.py", topic, str(n), f"bench-noop-{tag}"]
+    cmd = [sys.executable, "bench/peers/faust_noop.py", topic, str(n), f"bench-noop-{tag}", *extra]
     done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=limit_s)
     lines = [line[line.index("{") :] for line in done.stdout.splitlines() if "{" in line]  # after tty codes
     if not lines:
@@ -151,9 +155,9 @@ def measure_noop(settings: Settings, topic: str, n: int, tag: str, limit_s: floa
 def run_round(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """One measurement of every contender on fresh copies of the same records."""
     tag = uuid.uuid4().hex[:8]
-    names = {k: f"bench{k}{tag}" for k in ("two", "split", "fused", "floor")}
+    names = {k: f"bench{k}{tag}" for k in ("default", "two", "split", "floor")}
     settings = load_settings(sources=[{"name": n} for n in names.values()])
-    for key in ("two", "split", "fused"):  # each processor variant writes its own topics
+    for key in ("default", "two", "split"):  # each processor variant writes its own topics
         print(f"pre-filling raw.{names[key]} with {args.n} records ...", flush=True)
         fill(settings, names[key], args.n, args.seed)
     base = os.environ | {
@@ -171,7 +175,13 @@ def run_round(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
     app = f"bench-processor-{tag}"
     contenders: dict[str, list[tuple[list[str], dict[str, str]]]] = {
-        "processor": [(process, env("two", STREAMSCORE_PROCESSOR__APP_ID=app))],
+        "processor": [(process, env("default", STREAMSCORE_PROCESSOR__APP_ID=app))],
+        "processor_two_agents": [
+            (
+                process,
+                env("two", STREAMSCORE_PROCESSOR__APP_ID=f"{app}-two", STREAMSCORE_PROCESSOR__FUSED="false"),
+            )
+        ],
         "processor_process_per_stage": [
             (
                 process,
@@ -190,20 +200,12 @@ def run_round(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                 ),
             ),
         ],
-        "processor_fused": [
-            (
-                process,
-                env(
-                    "fused", STREAMSCORE_PROCESSOR__APP_ID=f"{app}-fused", STREAMSCORE_PROCESSOR__FUSED="true"
-                ),
-            )
-        ],
         "floor": [
             (
                 [
                     sys.executable,
                     "bench/peers/floor.py",
-                    raw_topic(names["two"]),
+                    raw_topic(names["default"]),
                     names["floor"],
                     f"{app}-floor",
                 ],
@@ -214,14 +216,19 @@ def run_round(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for name, procs in contenders.items():
         print(f"{name} ...", flush=True)
-        key = {"processor": "two", "processor_process_per_stage": "split", "processor_fused": "fused"}.get(
-            name, "floor"
-        )
+        key = {
+            "processor": "default",
+            "processor_two_agents": "two",
+            "processor_process_per_stage": "split",
+        }.get(name, "floor")
         found[name] = measure(procs, settings, outs(key), args.n, args.limit_s)
         print(f"  {found[name]}", flush=True)
-    print("faust_noop ...", flush=True)
-    found["faust_noop"] = measure_noop(settings, raw_topic(names["two"]), args.n, tag, args.limit_s)
-    print(f"  {found['faust_noop']}", flush=True)
+    for name, extra in (("faust_noop", []), ("faust_noop_stream_path", ["--faust-stream"])):
+        print(f"{name} ...", flush=True)
+        found[name] = measure_noop(
+            settings, raw_topic(names["default"]), args.n, f"{tag}-{name}", args.limit_s, extra
+        )
+        print(f"  {found[name]}", flush=True)
     return found
 
 

@@ -88,16 +88,18 @@ def compare(document: dict[str, Any]) -> dict[str, Any]:
             "evidence": evidence,
         }
     )
-    fused = pipes.get("streamscore-fused", {}).get("sustainable_per_s")
+    two = pipes.get("streamscore-two-agents", {}).get("sustainable_per_s")
     for peer in ("quix", "faststream", "floor"):
         theirs = pipes.get(peer, {}).get("sustainable_per_s")
-        if fused and theirs:
-            ratios[f"fused/{peer}"] = round(fused / theirs, 2)
+        if two and theirs:
+            ratios[f"two/{peer}"] = round(two / theirs, 2)
     lines = [
         f"streamscore / {PEER_NAMES[p]}: {r}" for p, r in ratios.items() if r is not None and "/" not in p
     ]
     lines += [
-        f"streamscore-fused / {PEER_NAMES[p[6:]]}: {r}" for p, r in ratios.items() if p.startswith("fused/")
+        f"streamscore-two-agents / {PEER_NAMES[p[4:]]}: {r}"
+        for p, r in ratios.items()
+        if p.startswith("two/")
     ]
     for t in targets:
         verdict = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
@@ -225,13 +227,14 @@ How it measures (code: `bench/harness.py`, `bench/stamps.py`, peers in `bench/pe
   with the project's own code (`bench/peers/work.py`: `streams.domain`, `streams.scoring`, the
   same contracts, model, documents and indexes) and produce the same outputs (clean,
   predictions, dead letters, MongoDB; a peer's document differs from the sink's only in `kafka`,
-  which names the raw record instead of the prediction). They are fused (one consumer of `raw`
-  writes both topics and MongoDB), the shape their users would build; streamscore's processor
-  and sink read `clean` and `predictions` back from Kafka (two more hops and Avro decodes per
-  record) by design (the sink is isolated from MongoDB outages, outputs are replayable). Quix
+  which names the raw record instead of the prediction). They are one stage (one consumer of
+  `raw` writes both topics and MongoDB), the shape their users would build; streamscore's
+  processor cleans and scores in one agent too, but its sink reads `predictions` back from Kafka
+  (one more hop and Avro decode per record) by design (the sink is isolated from MongoDB
+  outages, outputs are replayable; `streamscore-two-agents` also reads `clean` back). Quix
   Streams has no micro-batch operator, so it runs ONNX per record; its checkpoint (commit + sink
-  flush) is every 0.5 s, the streamscore sink's batch window. FastStream: batch subscriber, 500
-  records, 50 ms. Floor: `consume(500, 50 ms)`.
+  flush) is every 0.5 s. FastStream: batch subscriber, 500 records, 50 ms. Floor:
+  `consume(500, 50 ms)`. streamscore: batches of 500 within 50 ms in the processor and the sink.
 """
 
 
@@ -282,8 +285,8 @@ def section(document: dict[str, Any], result_path: Path, plots: dict[str, Path])
             )
     comp = document["comparison"]
     ratios = ", ".join(
-        f"streamscore-fused / {PEER_NAMES[p[6:]]} = {_fmt(r)}"
-        if p.startswith("fused/")
+        f"streamscore-two-agents / {PEER_NAMES[p[4:]]} = {_fmt(r)}"
+        if p.startswith("two/")
         else f"streamscore / {PEER_NAMES[p]} = {_fmt(r)}"
         for p, r in comp["ratios"].items()
     )
@@ -352,8 +355,9 @@ def _stages(pipes: dict[str, Any]) -> list[str]:
         "",
         "The last three columns are not from fetch: they are the age of a record (since its Kafka "
         "timestamp) when a stage took it, i.e. the Kafka hop plus the stage's batching wait. The "
-        "fused peers have one stage, fed by `raw`. Quix Streams gives its outputs the input record's "
-        "timestamp, so its clean and predictions columns repeat the raw one.",
+        "peers and streamscore's default processor have one stage, fed by `raw`. Quix Streams gives "
+        "its outputs the input record's timestamp, so its clean and predictions columns repeat the "
+        "raw one.",
     ]
     return lines
 

@@ -55,7 +55,33 @@ def _gap_without_the_message() -> None:
     Consumer._add_gap = _add_gap  # type: ignore[method-assign]
 
 
+def _read_committed() -> None:
+    """Make Faust's consumer read only committed records (``isolation.level=read_committed``).
+
+    faust-streaming asks aiokafka for ``read_uncommitted`` unless the app runs Faust's own
+    exactly-once mode (which would also move commits into Faust's producer transactions). The
+    poller writes ``raw.<source>`` in transactions, and a page whose transaction was aborted (a
+    poller killed mid-page) is published again from the committed cursor; reading uncommitted,
+    the processor processed the aborted copy too. aiokafka passes the level to its fetcher when
+    the consumer starts, so it is set on the consumer Faust created, before it starts.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    create = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(create, "_streamscore_fixed", False):
+        return
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+    _create_worker_consumer._streamscore_fixed = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+
+
 _gap_without_the_message()
+_read_committed()
 
 
 def create_app(settings: Settings, app_id: str, component: str, port: int, **extra: Any) -> faust.App:

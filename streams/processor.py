@@ -1,20 +1,20 @@
 """The processor Faust app (``streamscore process``, app id ``streamscore-processor``).
 
-Per configured source two agents, each with concurrency 1:
+Per configured source, by default one agent ``clean-score-<source>`` (concurrency 1) reads
+``raw.<source>``, cleans each batch (:class:`streams.handlers.CleanHandler`, written to
+``clean.<source>``) and scores the clean records of the same batch
+(:class:`streams.handlers.ScoreHandler`, written to ``predictions.<source>`` and
+``predictions-shadow.<source>``). With ``processor.fused = false`` the two stages are two agents
+joined by ``clean.<source>`` (``clean-<source>``, ``score-<source>``); ``processor.stages`` picks
+the stages of this process, so each can run in its own (docs/processor.md says when to).
 
-- ``clean-<source>``: ``raw.<source>`` → ``clean.<source>`` (:class:`streams.handlers.CleanHandler`)
-- ``score-<source>``: ``clean.<source>`` → ``predictions.<source>`` (+ ``predictions-shadow.<source>``)
-
-Each agent reads micro-batches with ``stream.take_events(n, within)``; Faust acks a batch only
+Each agent reads micro-batches (:func:`streams.batch_stream.batches`); a batch is acked only
 after the loop body returned, and the body returns only after Kafka acknowledged every output
 and dead letter of the batch (``DeliveryBatch.wait`` inside ``retry_transient``), so offsets
 are committed after the outputs are durable. A batch that fails for any reason other than its
 own records (Kafka, registry, a bug) is retried with backoff, never skipped; readiness reports
 it. If the worker is stopped while a batch is not yet delivered, the batch's messages are
 withheld from Faust's commit so they are read again after the restart.
-
-``processor.stages`` picks the agents of this process; ``processor.fused`` replaces both with one
-agent ``clean-score-<source>`` that cleans and scores each raw batch (docs/processor.md).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ class Processor:
             return [clean.handle(batch, emit, keep=cleaned), await score.score(cleaned, emit)]
 
         p = s.processor
-        if p.fused:
+        if p.fused and set(p.stages) == {"clean", "score"}:
             self._agent(f"clean-score-{source}", raw_topic(source), handle_fused, p.clean_batch_size)
             return
         if "clean" in p.stages:

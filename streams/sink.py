@@ -331,6 +331,8 @@ def build_app(settings: Settings) -> faust.App:
         COMPONENT,
         settings.health.sink_port,
         datadir=str(cfg.datadir / "{conf.name}"),
+        broker_session_timeout=cfg.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, cfg.session_timeout_s / 3),
     )
     channel = app.topic(
         *topics, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"

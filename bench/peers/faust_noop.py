@@ -1,8 +1,10 @@
 """Faust's own cost: an agent with the processor's batch pattern that does nothing with the records.
 
-``take_events(500, within=0.05)`` on a topic, counting until ``n`` records arrived; prints
-records/s and CPU ms per record (process CPU, all threads) from the first batch to the last as
-one JSON line, then exits. Run: ``python bench/peers/faust_noop.py <topic> <n> <app id>``.
+Batches of 500 (within 0.05 s) from :func:`streams.batch_stream.batches`, as the processor takes
+them, or with ``--faust-stream`` from Faust's own ``stream.take_events`` (its per-message stream
+path); counts until ``n`` records arrived, prints records/s and CPU ms per record (process CPU,
+all threads) from the first batch to the last as one JSON line, then exits.
+Run: ``python bench/peers/faust_noop.py <topic> <n> <app id> [--faust-stream]``.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ primary model (:mod:`streams.scoring`), ``predictions.<source>`` out, and the Mo
 (:func:`streams.sink.to_document`, same ``_id`` and fields as the sink). Records that fail go to
 ``dlq.<source>`` with the same headers as the processor's (:class:`streams.handlers.CleanHandler`).
 
-The peers are *fused*: one consumer reads ``raw`` and writes both topics and MongoDB, the shape a
-user of each library would build; streamscore's processor and sink read ``clean`` and
-``predictions`` back from Kafka instead (isolation of the sink, replays), which costs two more
-Avro decodes and Kafka hops per record. ``docs/benchmarks.md`` says so next to the figures.
+The peers are one stage: one consumer reads ``raw`` and writes both topics and MongoDB, the shape
+a user of each library would build; streamscore's processor cleans and scores in one agent too,
+but its sink reads ``predictions`` back from Kafka (isolation of the sink from MongoDB, replays),
+which costs one more Avro decode and Kafka hop per record. ``docs/benchmarks.md`` says so next to
+the figures.
 """
 
 from __future__ import annotations

@@ -512,11 +512,17 @@ class Pipeline:
             reader.close()
         return {k: n for k, n in counts.items() if n}
 
+    def processor_inputs(self) -> list[str]:
+        """The topics the processor's group reads: raw only when fused (the default)."""
+        s, p = self.source, self.settings.processor
+        fused = p.fused and set(p.stages) == {"clean", "score"}
+        return [raw_topic(s)] if fused else [raw_topic(s), clean_topic(s)]
+
     def backlog(self) -> dict[str, dict[tuple[str, int], int]]:
         """Records waiting for the processor and the sink (empty dicts: caught up)."""
         s = self.source
         return {
-            "processor": self.waiting(self.processor_group, [raw_topic(s), clean_topic(s)]),
+            "processor": self.waiting(self.processor_group, self.processor_inputs()),
             "sink": self.waiting(self.sink_group, [predictions_topic(s)]),
         }
 

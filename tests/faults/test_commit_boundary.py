@@ -67,7 +67,7 @@ def passed_unprocessed(p: Pipeline) -> dict[int, list[tuple[int, str]]]:
 def hold_hook(p: Pipeline, seconds: float) -> list[dict[str, Any]]:
     return [
         {
-            "agent": f"clean-{p.source}",
+            "agent": f"clean-score-{p.source}",  # the default, fused agent on raw
             "action": "sleep",
             "seconds": seconds,
             "partition": 0,
@@ -100,7 +100,7 @@ def test_committed_offsets_reach_the_end_of_a_transactional_input(make_pipeline)
     p = make_pipeline(CONFIG)
     start_with_raw(p)
     processed = p.wait_until("every record cleaned", lambda: all_processed(p), 180, [p.processor])
-    group, topics = p.processor_group, [raw_topic(p.source), clean_topic(p.source)]
+    group, topics = p.processor_group, p.processor_inputs()
     started = time.monotonic()
     waiting: dict[tuple[str, int], int] = {}
     while time.monotonic() - started < COMMIT_WAIT_S:

@@ -107,7 +107,7 @@ def test_stalled_agent_fails_readiness_and_fires_the_stalled_consumer_alert(make
     p: Pipeline = make_pipeline(CONFIG)
     p.start(p.api, p.poller)
     p.wait_until("the backlog in raw", lambda: _raw_complete(p), 120, [p.api, p.poller])
-    hook = {"agent": f"clean-{p.source}", "action": "stall"}  # from its first batch on
+    hook = {"agent": f"clean-score-{p.source}", "action": "stall"}  # from its first batch on
     p.processors[0] = p.hooked(p.processor, [hook])
     p.processor.start()
     port = free_port()

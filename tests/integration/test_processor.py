@@ -267,3 +267,40 @@ def _end(consumer: Consumer, topic: str) -> int:
     return sum(
         consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions
     )
+
+
+def test_records_of_an_aborted_transaction_are_never_processed(
+    processor_env: tuple[Settings, dict[str, str]], tmp_path: Path
+) -> None:
+    """raw.<source> is written in transactions (the poller); an aborted one is not input (read_committed)."""
+    settings, env = processor_env
+    source = settings.sources[0].name
+    prepare_registry(settings)
+    producer = Producer(producer_config(settings, "test-processor") | {"transactional.id": f"tx-{source}"})
+    producer.init_transactions(15)
+    batches = {
+        "aborted": [f"aborted_{i:03d}" for i in range(40)],
+        "kept": [f"kept_{i:03d}" for i in range(40)],
+    }
+    for kind, ids in batches.items():
+        producer.begin_transaction()
+        for i, rid in enumerate(ids):
+            value = raw_record(settings, source, rid, json.dumps(good_payload(i) | {"id": rid}))
+            producer.produce(raw_topic(source), key=rid.encode(), value=value)
+        producer.flush(15)
+        (producer.abort_transaction if kind == "aborted" else producer.commit_transaction)(15)
+
+    log = (tmp_path / "processor.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamscore.cli", "process"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+    )
+    try:
+        preds = read_all(settings, predictions_topic(source), len(batches["kept"]), timeout_s=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+    assert {m.key().decode() for m in preds} == set(batches["kept"]), (
+        tmp_path / "processor.log"
+    ).read_text()[-2000:]
+    assert read_all(settings, dlq_topic(source), 0, timeout_s=3) == []

@@ -158,10 +158,11 @@ def test_process_command_refuses_to_start_with_a_tampered_model(tmp_path: Any) -
 @pytest.mark.parametrize(
     ("processor_settings", "agents"),
     [
-        ({}, {"clean-demo", "score-demo"}),
-        ({"stages": ["clean"]}, {"clean-demo"}),
+        ({}, {"clean-score-demo"}),
+        ({"fused": False}, {"clean-demo", "score-demo"}),
+        ({"stages": ["clean"]}, {"clean-demo"}),  # fused applies only with both stages here
         ({"stages": ["score"]}, {"score-demo"}),
-        ({"fused": True}, {"clean-score-demo"}),
+        ({"fused": True, "stages": ["score"]}, {"score-demo"}),
     ],
 )
 def test_agents_follow_stages_and_fused(
@@ -171,13 +172,6 @@ def test_agents_follow_stages_and_fused(
     proc = Processor(settings, models)
     proc.add_source("demo", MemoryRegistry())
     assert {agent.name for agent in proc.app.agents.values()} == agents
-
-
-def test_fused_needs_both_stages() -> None:
-    from streamscore.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="fused needs both stages"):
-        load_settings(processor={"fused": True, "stages": ["clean"]})
 
 
 def stopping_processor(models: ModelSet, grace: float) -> Processor:

@@ -276,7 +276,10 @@ def test_records_of_an_aborted_transaction_are_never_processed(
     settings, env = processor_env
     source = settings.sources[0].name
     prepare_registry(settings)
-    producer = Producer(producer_config(settings, "test-processor") | {"transactional.id": f"tx-{source}"})
+    timeouts = {"transaction.timeout.ms": 60_000, "delivery.timeout.ms": 60_000}  # as the poller's
+    producer = Producer(
+        producer_config(settings, "test-processor", transactional_id=f"tx-{source}") | timeouts
+    )
     producer.init_transactions(15)
     batches = {
         "aborted": [f"aborted_{i:03d}" for i in range(40)],

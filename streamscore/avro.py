@@ -1,8 +1,10 @@
 """Avro values in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary.
 
 Encoding is strict: a record with a missing or an extra field raises ``EncodeError`` instead of
-being silently completed or trimmed. Decoding resolves the writer schema (by id, through the
-registry and its disk cache) against the reader schema of this code.
+being silently completed or trimmed. Flat record schemas (all of ours) are encoded by
+:mod:`streamscore.avro_fast` (same bytes as fastavro, about half the time), others by
+fastavro. Decoding resolves the writer schema (by id, through the registry and its disk cache)
+against the reader schema of this code.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import fastavro
 from fastavro.types import Schema
 
+from streamscore.avro_fast import compile_encoder
 from streamscore.errors import DecodeError, EncodeError, RegistryUnavailable
 from streamscore.registry import SchemaRegistry
 from streamscore.settings import REPO_ROOT
@@ -55,6 +58,7 @@ class AvroCodec:
         self.subject = subject
         self.schema = schema
         self.parsed: Schema = fastavro.parse_schema(schema)
+        self._fast = compile_encoder(schema)  # None: not a flat record, fastavro writes it
         self._register = register
         self._id: int | None = None
         self._header = b""
@@ -76,13 +80,15 @@ class AvroCodec:
 
     def encode(self, record: dict[str, Any]) -> bytes:
         _ = self.schema_id
-        buf = io.BytesIO()
-        buf.write(self._header)
         try:
+            if self._fast is not None:
+                return self._header + self._fast(record)
+            buf = io.BytesIO()
+            buf.write(self._header)
             fastavro.schemaless_writer(buf, self.parsed, record, strict=True)
-        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            return buf.getvalue()
+        except (ValueError, TypeError, AttributeError, OverflowError, KeyError) as exc:
             raise EncodeError(f"{self.subject}: {exc}") from exc
-        return buf.getvalue()
 
     def _writer_schema(self, schema_id: int) -> Schema:
         writer = self._writers.get(schema_id)

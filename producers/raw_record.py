@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streamscore.avro import MAGIC, AvroCodec
+from streamscore.avro_fast import varint
 
 LAYOUT = [
     ("source", "string"),
@@ -25,17 +26,6 @@ LAYOUT = [
     ("payload", "string"),
     ("trace_id", "string"),
 ]
-
-
-def varint(n: int) -> bytes:
-    """Avro ``long``: zigzag, then base-128 varint."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z & ~0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 _SMALL = [varint(i) for i in range(8192)]

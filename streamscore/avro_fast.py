@@ -27,7 +27,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DOUBLE = struct.Struct("<d").pack
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     """Avro ``long``: zigzag, then base-128 varint."""
     z = (n << 1) ^ (n >> 63)
     out = bytearray()
@@ -38,7 +38,7 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-_SMALL = [_varint(i) for i in range(4096)]
+_SMALL = [varint(i) for i in range(4096)]
 
 
 def _long(value: Any) -> bytes:
@@ -46,7 +46,7 @@ def _long(value: Any) -> bytes:
         raise TypeError(f"{value!r} is not an int")
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"{value} does not fit a long")
-    return _SMALL[value] if 0 <= value < 4096 else _varint(value)
+    return _SMALL[value] if 0 <= value < 4096 else varint(value)
 
 
 def _string(value: Any) -> bytes:
@@ -54,7 +54,7 @@ def _string(value: Any) -> bytes:
         raise TypeError(f"{value!r} is not a string")
     b = value.encode()
     n = len(b)
-    return (_SMALL[n] if n < 4096 else _varint(n)) + b
+    return (_SMALL[n] if n < 4096 else varint(n)) + b
 
 
 def _double(value: Any) -> bytes:

@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.domain import clean
 from streamscore.avro import SCHEMAS_DIR, load_schema
 from streamscore.avro_fast import compile_encoder
+from tests.unit.conftest_processor import good_payload
 
 LONG = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 DATETIMES = st.datetimes(
@@ -97,24 +99,8 @@ def test_the_timestamp_cache_gives_each_instant_its_own_bytes() -> None:
 )
 def test_wrong_values_are_refused(change: dict[str, Any]) -> None:
     schema = load_schema("Transaction")
-    record = {
-        "transaction_id": "t",
-        "source": "s",
-        "customer_id": "c",
-        "customer_country": "DE",
-        "merchant_id": None,
-        "merchant_category": "grocery",
-        "amount": 12.5,
-        "currency": "EUR",
-        "amount_eur": 12.5,
-        "country": "DE",
-        "channel": "pos",
-        "card_present": True,
-        "event_time": datetime(2026, 1, 1, tzinfo=UTC),
-        "fetched_at": datetime(2026, 1, 1, tzinfo=UTC),
-        "trace_id": "x",
-        "imputed_fields": [],
-    }
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    record = clean(good_payload(), source="s", record_id="r", fetched_at=when, trace_id="x").to_avro()
     encode = compile_encoder(schema)
     assert encode is not None
     assert encode(record) == fastavro_bytes(schema, record)

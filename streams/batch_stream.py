@@ -126,6 +126,18 @@ class Inbox:
             ack(message)
 
 
+def withhold(messages: Iterable[Message]) -> None:
+    """Mark messages acked without telling the consumer, so their offsets are never committed.
+
+    The batch iterator's ack then skips them, ``wait_empty`` at stop no longer waits for them,
+    and the commit stops below the first withheld offset: the batch is read again after a
+    restart. A running worker never re-reads them, so a withheld batch must end in a stop or a
+    crash (the processor and the sink make sure of it).
+    """
+    for message in messages:
+        message.acked = True
+
+
 def inboxes(app: AppT) -> dict[str, Inbox]:
     """topic -> Inbox of ``app`` (created on first use, with the rebalance hook)."""
     table: dict[str, Inbox] | None = getattr(app, INBOXES, None)

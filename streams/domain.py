@@ -73,12 +73,18 @@ _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 
 
+MAX_TEXT = 256
+"""Longest identifier or code kept (characters): a longer one is invalid, not stored."""
+
+
 def _text(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise ValidationError(f"{field}: expected a string, got {type(value).__name__}")
     text = value.strip()
     if not text:
         raise ValidationError(f"{field}: empty")
+    if len(text) > MAX_TEXT:
+        raise ValidationError(f"{field}: {len(text)} characters, more than {MAX_TEXT}")
     return text
 
 

@@ -32,7 +32,7 @@ import structlog
 from faust.sensors import Monitor
 from faust.types import Message
 
-from streams.batch_stream import batches
+from streams.batch_stream import batches, withhold
 from streams.faust_runtime import create_app, retry_transient, run_worker
 from streams.handlers import BatchResult, CleanHandler, Emit, Incoming, ScoreHandler
 from streams.scoring import ModelSet
@@ -62,12 +62,6 @@ def incoming(msg: Message) -> Incoming:
 
 def _succeeded(task: asyncio.Future[Any]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
-
-
-def withhold(messages: Sequence[Message]) -> None:
-    """Mark messages acked without telling the consumer, so their offsets are never committed."""
-    for message in messages:
-        message.acked = True
 
 
 class QuietMonitor(Monitor):
@@ -172,7 +166,7 @@ class Processor:
             return [clean.handle(batch, emit, keep=cleaned), await score.score(cleaned, emit)]
 
         p = s.processor
-        if p.fused and set(p.stages) == {"clean", "score"}:
+        if p.runs_fused:
             self._agent(f"clean-score-{source}", raw_topic(source), handle_fused, p.clean_batch_size)
             return
         if "clean" in p.stages:

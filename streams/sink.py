@@ -32,7 +32,7 @@ import structlog
 from bson.raw_bson import RawBSONDocument
 from faust.types import Message
 
-from streams.batch_stream import batches
+from streams.batch_stream import batches, withhold
 from streams.faust_runtime import create_app, retry_transient, run_worker
 from streams.mongo_writer import MongoWriter, Rejected
 from streamscore import metrics
@@ -123,16 +123,6 @@ async def _no_crash(_: BaseException) -> None:
 
 class BatchAbandoned(Exception):
     """A batch failed for an unexpected reason; its offsets were withheld from the commit."""
-
-
-def withhold(messages: Sequence[Message]) -> None:
-    """Mark messages acked without telling the consumer, so their offsets are never committed.
-
-    The batch iterator's ack then skips them, ``wait_empty`` at stop no longer waits for them,
-    and the commit stops below the first withheld offset: the batch is read again later.
-    """
-    for message in messages:
-        message.acked = True
 
 
 class Sink:

@@ -80,8 +80,10 @@ def pipeline_groups(settings: Settings) -> dict[str, list[str]]:
     names = [s.name for s in settings.sources]
     processor = getattr(settings.processor, "app_id", PROCESSOR_GROUP)
     sink = getattr(settings.sink, "app_id", SINK_GROUP)
+    kinds = getattr(settings.processor, "input_kinds", ["raw", "clean"])
+    by_kind = {"raw": raw_topic, "clean": clean_topic}
     return {
-        processor: [t for n in names for t in (raw_topic(n), clean_topic(n))],
+        processor: [by_kind[k](n) for n in names for k in kinds],
         sink: [predictions_topic(n) for n in names],
     }
 

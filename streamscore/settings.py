@@ -189,6 +189,23 @@ class ProcessorSettings(BaseModel):
     stages: list[Literal["clean", "score"]] = Field(default=["clean", "score"], min_length=1)
     """Agents this process runs; one process per stage (each with its own app_id) pipelines them."""
 
+    @property
+    def runs_fused(self) -> bool:
+        """One agent cleans and scores (fused, with both stages in this process)."""
+        return self.fused and set(self.stages) == {"clean", "score"}
+
+    @property
+    def input_kinds(self) -> list[Literal["raw", "clean"]]:
+        """The topics (by kind) this process's consumer group reads, per source."""
+        if self.runs_fused:
+            return ["raw"]
+        kinds: list[Literal["raw", "clean"]] = []
+        if "clean" in self.stages:
+            kinds.append("raw")
+        if "score" in self.stages:
+            kinds.append("clean")
+        return kinds
+
     @field_validator("low_confidence_band")
     @classmethod
     def _band(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:

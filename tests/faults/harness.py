@@ -514,9 +514,8 @@ class Pipeline:
 
     def processor_inputs(self) -> list[str]:
         """The topics the processor's group reads: raw only when fused (the default)."""
-        s, p = self.source, self.settings.processor
-        fused = p.fused and set(p.stages) == {"clean", "score"}
-        return [raw_topic(s)] if fused else [raw_topic(s), clean_topic(s)]
+        by_kind = {"raw": raw_topic, "clean": clean_topic}
+        return [by_kind[kind](self.source) for kind in self.settings.processor.input_kinds]
 
     def backlog(self) -> dict[str, dict[tuple[str, int], int]]:
         """Records waiting for the processor and the sink (empty dicts: caught up)."""

@@ -67,6 +67,16 @@ def test_unknown_or_missing_category_becomes_other_and_is_imputed(served: Any) -
     assert "merchant_category" in txn.imputed_fields
 
 
+@pytest.mark.parametrize("field", ["id", "customer_id", "merchant_id"])
+def test_identifiers_longer_than_the_cap_are_invalid(field: str) -> None:
+    cap = domain.MAX_TEXT
+    at_cap = run(**{field: "x" * cap})
+    kept = {"id": at_cap.transaction_id, "customer_id": at_cap.customer_id, "merchant_id": at_cap.merchant_id}
+    assert kept[field] == "x" * cap
+    with pytest.raises(ValidationError, match=f"{field}: {cap + 1} characters, more than {cap}"):
+        run(**{field: "x" * (cap + 1)})
+
+
 @pytest.mark.parametrize("served", [None, ...])
 def test_missing_merchant_id_is_kept_as_null(served: Any) -> None:
     txn = run(merchant_id=served)

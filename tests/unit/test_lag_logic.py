@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -31,10 +32,21 @@ def test_next_offset(committed: int | None, start: int, end: int, expected: tupl
     assert next_offset(committed, start, end) == expected
 
 
-def test_pipeline_groups_name_every_source_topic() -> None:
-    s = load_settings(sources=[{"name": "a"}, {"name": "b"}])
+@pytest.mark.parametrize(
+    ("processor", "inputs"),
+    [
+        ({}, ["raw.a", "raw.b"]),  # fused (default): the processor's group reads raw only
+        ({"fused": False}, ["raw.a", "clean.a", "raw.b", "clean.b"]),
+        ({"stages": ["score"]}, ["clean.a", "clean.b"]),
+        ({"stages": ["clean"]}, ["raw.a", "raw.b"]),
+    ],
+)
+def test_pipeline_groups_name_the_topics_each_group_reads(
+    processor: dict[str, Any], inputs: list[str]
+) -> None:
+    s = load_settings(sources=[{"name": "a"}, {"name": "b"}], processor=processor)
     assert pipeline_groups(s) == {
-        "streamscore-processor": ["raw.a", "clean.a", "raw.b", "clean.b"],
+        "streamscore-processor": inputs,
         "streamscore-sink": ["predictions.a", "predictions.b"],
     }
 

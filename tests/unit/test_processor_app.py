@@ -13,8 +13,9 @@ from confluent_kafka import KafkaError
 from faust.transport.consumer import Consumer
 from faust.types.tuples import TP, ConsumerMessage
 
+from streams.batch_stream import withhold
 from streams.handlers import BatchResult, CleanHandler, Incoming, ScoreHandler
-from streams.processor import Processor, withhold
+from streams.processor import Processor
 from streams.scoring import ModelSet
 from streamscore.avro import AvroCodec
 from streamscore.errors import RegistryUnavailable

@@ -27,11 +27,11 @@ from streams.domain import clean_raw
 from streams.features import feature_matrix, feature_row
 from streams.handlers import BatchResult, CleanHandler, Emit, Incoming
 from streams.mongo_writer import INDEXES, write_concern
-from streams.scoring import PRIMARY, ModelSet
+from streams.scoring import PRIMARY, ModelSet, prediction_value
 from streams.sink import to_document
 from streamscore import metrics
 from streamscore.bootstrap import codec, prepare
-from streamscore.contracts import Prediction, Transaction
+from streamscore.contracts import Transaction
 from streamscore.errors import TransientError
 from streamscore.settings import Settings
 from streamscore.topics import clean_topic, predictions_topic, raw_topic
@@ -69,6 +69,7 @@ class Work:
         """Emit clean records, predictions and dead letters; return the documents to store."""
         result = BatchResult("peer", self.source, received=len(batch))
         kept: list[tuple[Incoming, Transaction]] = []
+        rows: list[dict[str, Any]] = []  # the Transaction fields of each kept record
         c = self.cleaner
         for msg in batch:
             stage, record_id, trace_id = "decode", None, None
@@ -78,16 +79,17 @@ class Work:
                 stage = "validate"
                 txn = clean_raw(raw)
                 stage = "encode"
-                emit(self.clean_topic, txn.transaction_id.encode(), c.clean_codec.encode(txn.to_avro()), None)
+                fields = txn.to_avro()
+                emit(self.clean_topic, txn.transaction_id.encode(), c.clean_codec.encode(fields), None)
             except TransientError:
                 raise
             except Exception as exc:
                 c._dead(result, emit, msg, stage, exc, record_id, trace_id)
                 continue
             kept.append((msg, txn))
+            rows.append(fields)
         if not kept:
             return [], result
-        rows = [txn.model_dump() for _, txn in kept]
         features = feature_matrix([feature_row(r) for r in rows])
         scorer = self.scorer
         scores = scorer.predict(features).tolist()
@@ -97,26 +99,8 @@ class Work:
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                prediction = Prediction(
-                    record_id=txn.transaction_id,
-                    source=txn.source,
-                    event_time=txn.event_time,
-                    model_name=scorer.name,
-                    model_version=scorer.version,
-                    variant=PRIMARY,
-                    score=outcome.score,
-                    label=outcome.label,
-                    confidence=outcome.confidence,
-                    low_confidence=outcome.low_confidence,
-                    anomaly=outcome.anomaly,
-                    reasons=outcome.reasons,
-                    customer_id=txn.customer_id,
-                    amount_eur=txn.amount_eur,
-                    fetched_at=txn.fetched_at,
-                    scored_at=scored_at,
-                    trace_id=txn.trace_id,
-                )
-                value = self.prediction_codec.encode(prediction.to_avro())
+                prediction = prediction_value(row, scorer, PRIMARY, outcome, scored_at)
+                value = self.prediction_codec.encode(prediction)
             except TransientError:
                 raise
             except Exception as exc:
@@ -124,7 +108,7 @@ class Work:
                 continue
             emit(self.predictions_topic, txn.transaction_id.encode(), value, None)
             self._scored.observe((scored_at - row["fetched_at"]).total_seconds())
-            docs.append(to_document(prediction.to_avro(), msg.topic, msg.partition, msg.offset, scored_at))
+            docs.append(to_document(prediction, msg.topic, msg.partition, msg.offset, scored_at))
             result.produced += 1
         return docs, result
 

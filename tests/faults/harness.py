@@ -43,8 +43,9 @@ from pymongo import MongoClient
 from streams.scoring import CANDIDATE, assign_variant
 from streamscore.dlq import parse_headers
 from streamscore.kafka_config import consumer_config, reader_config
+from streamscore.lag import pipeline_groups
 from streamscore.settings import REPO_ROOT, Settings, load_settings
-from streamscore.topics import clean_topic, dlq_topic, predictions_topic, raw_topic
+from streamscore.topics import dlq_topic, predictions_topic
 from tests.conftest import unique
 
 PY = sys.executable
@@ -514,8 +515,7 @@ class Pipeline:
 
     def processor_inputs(self) -> list[str]:
         """The topics the processor's group reads: raw only when fused (the default)."""
-        by_kind = {"raw": raw_topic, "clean": clean_topic}
-        return [by_kind[kind](self.source) for kind in self.settings.processor.input_kinds]
+        return pipeline_groups(self.settings)[self.processor_group]
 
     def backlog(self) -> dict[str, dict[tuple[str, int], int]]:
         """Records waiting for the processor and the sink (empty dicts: caught up)."""
